@@ -1,0 +1,462 @@
+#!/usr/bin/env python3
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""Valkey on Kubernetes, where the Juju leader is the primary.
+
+A reference for handling leadership in a charm; it follows the ops how-to
+"Manage leadership changes" (https://documentation.ubuntu.com/ops/latest/howto/manage-leadership-changes/):
+
+* ``leader-elected`` is observed; the deprecated ``leader-settings-changed`` is not.
+* The leader tells the other units who leads by writing the peer relation's
+  application databag; they react to ``valkey-peers-relation-changed``.
+* Only the leader writes the application secret and the peer databag, and it
+  checks ``is_leader()`` again right before each write: Juju guarantees
+  leadership for only 30 seconds after it was last confirmed.
+* Nothing leader-only is deferred: a deferred event re-runs later, when this
+  unit may no longer lead. Every event instead runs one idempotent reconcile,
+  and the next event retries whatever could not be done.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import ops
+
+import valkey
+from charm_config import CharmConfig
+from leadership import PEER_ENDPOINT, LeaderRecord, unit_address
+
+logger = logging.getLogger(__name__)
+
+PASSWORD_SECRET_LABEL: Final = 'admin-password'  # noqa: S105 - a label, not a password
+PASSWORD_KEY: Final = 'password'  # noqa: S105 - a key name, not a password
+
+
+class LeadershipLostError(Exception):
+    """This unit stopped being the leader in the middle of the hook."""
+
+
+class ValkeyLeaderCharm(ops.CharmBase):
+    """Run Valkey with the Juju leader as primary and every other unit as its replica."""
+
+    def __init__(self, framework: ops.Framework) -> None:
+        super().__init__(framework)
+        self.container = self.unit.get_container(valkey.CONTAINER)
+        # Faults met while acting in this hook (Pebble errors, lost leadership).
+        # Juju starts a fresh process for every hook, so these never outlive the
+        # hook; the next event retries and, if all goes well, reports nothing.
+        self._faults: list[ops.StatusBase] = []
+        # The settings this hook's reconcile rendered, or why it could not.
+        self._assessment: valkey.ValkeySettings | ops.StatusBase | None = None
+
+        # A new leader takes over the leader duties and announces itself.
+        framework.observe(self.on.leader_elected, self._on_change)
+        # leader-settings-changed is deliberately not observed (it is deprecated):
+        # the other units learn about a new leader, and about a new password,
+        # from the leader's writes to the peer application databag.
+        framework.observe(self.on[PEER_ENDPOINT].relation_changed, self._on_change)
+        # The leader can publish as soon as the peer relation exists.
+        framework.observe(self.on[PEER_ENDPOINT].relation_created, self._on_change)
+        framework.observe(self.on.config_changed, self._on_change)
+        framework.observe(self.on.valkey_pebble_ready, self._on_change)
+        framework.observe(self.on.upgrade_charm, self._on_change)
+        # The user's admin-password secret got a new revision.
+        framework.observe(self.on.secret_changed, self._on_change)
+        # Retry whatever the last event could not finish (Pebble down, ...).
+        framework.observe(self.on.update_status, self._on_change)
+        framework.observe(self.on.secret_remove, self._on_secret_remove)
+        framework.observe(self.on.rotate_password_action, self._on_rotate_password)
+        # Status is only ever set here, from the same inputs the reconcile used.
+        framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
+        framework.observe(self.on.collect_app_status, self._on_collect_app_status)
+
+    # ------------------------------------------------------------------ events
+
+    def _on_change(self, _: ops.EventBase) -> None:
+        self._reconcile()
+
+    def _on_rotate_password(self, event: ops.ActionEvent) -> None:
+        if not self.unit.is_leader():
+            record = self._published_record()
+            leader = record.unit if isinstance(record, LeaderRecord) else 'the leader unit'
+            event.fail(
+                f'Only the leader can rotate the password. Run: juju run {leader} rotate-password'
+            )
+            return
+        if self.config.get('admin-password'):
+            event.fail(
+                'admin-password is set, so the password is yours: rotate it with '
+                '`juju update-secret <your secret> password=...`, or unset admin-password first'
+            )
+            return
+        try:
+            secret_id = self._reconcile(rotate_password=True)
+        except LeadershipLostError:
+            event.fail(
+                'This unit lost leadership while rotating; run the action on the new leader'
+            )
+            return
+        if secret_id is None:
+            event.fail('The password could not be rotated; see `juju debug-log`')
+            return
+        # Never the password itself: action results are stored and shown by Juju.
+        event.set_results(
+            {
+                'result': 'password rotated; every unit restarts with it',
+                'secret-id': secret_id,
+            }
+        )
+
+    def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
+        # Juju tells the owner (the leader, for an app secret) once no unit
+        # tracks an old revision any more; the owner must remove it.
+        if event.secret.label == PASSWORD_SECRET_LABEL and self.unit.is_leader():
+            event.remove_revision()
+
+    # --------------------------------------------------------------- reconcile
+
+    def _reconcile(self, *, rotate_password: bool = False) -> str | None:
+        """Bring this unit, and if it leads the application, in line with the inputs.
+
+        Returns the password secret's id when the leader duties ran.
+
+        Raises:
+            LeadershipLostError: only when ``rotate_password`` is set, so the
+                action can tell the user; otherwise a lost leadership is a fault
+                reported in the status and retried by the next event.
+        """
+        secret_id: str | None = None
+        leader_password: str | None = None
+        if self.unit.is_leader():
+            try:
+                secret_id, leader_password = self._perform_leader_duties(
+                    rotate_password=rotate_password
+                )
+            except LeadershipLostError:
+                logger.warning('Lost leadership during the hook; the new leader takes over')
+                self._faults.append(
+                    ops.WaitingStatus('lost leadership; waiting for the new leader')
+                )
+                if rotate_password:
+                    raise
+                return None
+        self._assessment = self._workload_settings(leader_password)
+        if isinstance(self._assessment, valkey.ValkeySettings):
+            self._configure_workload(self._assessment)
+        return secret_id
+
+    # ----------------------------------------------------------- leader duties
+
+    def _perform_leader_duties(self, *, rotate_password: bool) -> tuple[str, str]:
+        """Everything only the leader does, in one place.
+
+        1. Make sure the app secret with the password exists (a new leader
+           reuses its predecessor's: a leadership change never changes it).
+        2. Publish who leads, where to reach it and the secret id in the peer
+           application databag.
+
+        Returns the secret id and the password in it.
+        """
+        published = self._published_record()
+        previous = published if isinstance(published, LeaderRecord) else None
+        secret, password = self._ensure_password_secret(previous)
+        generation = previous.password_generation if previous else 0
+        if rotate_password:
+            password = valkey.generate_password()
+            self._ensure_still_leader()
+            secret.set_content({PASSWORD_KEY: password})
+            generation += 1
+            logger.info('Rotated the password: new revision of the %s secret', secret.label)
+        secret_id = secret.id or secret.get_info().id
+        assert secret_id is not None  # noqa: S101 - Juju always gives an owned secret an id
+        record = LeaderRecord(
+            unit=self.unit.name,
+            address=unit_address(self.unit.name, self.app.name, self.model.name),
+            password_secret_id=secret_id,
+            password_generation=generation,
+        )
+        self._publish(record, previous)
+        return secret_id, password
+
+    def _ensure_password_secret(self, published: LeaderRecord | None) -> tuple[ops.Secret, str]:
+        """Find the app's password secret, or create it if this app has none yet."""
+        try:
+            if published is not None:
+                # A new leader looks up the secret its predecessor published,
+                # and labels it so that the label finds it from now on.
+                secret = self.model.get_secret(
+                    id=published.password_secret_id, label=PASSWORD_SECRET_LABEL
+                )
+            else:
+                secret = self.model.get_secret(label=PASSWORD_SECRET_LABEL)
+        except ops.SecretNotFoundError:
+            if published is not None:
+                # The published id is stale (the secret was removed): try the label.
+                return self._ensure_password_secret(None)
+            password = valkey.generate_password()
+            self._ensure_still_leader()
+            secret = self.app.add_secret(
+                {PASSWORD_KEY: password},
+                label=PASSWORD_SECRET_LABEL,
+                description='Valkey password (requirepass and masterauth) of every unit',
+            )
+            logger.info('Created the %s secret', PASSWORD_SECRET_LABEL)
+            return secret, password
+        content = secret.get_content(refresh=True)
+        password = content.get(PASSWORD_KEY, '')
+        if not password:
+            # Our own secret lost its key (edited by hand?): repair it.
+            password = valkey.generate_password()
+            self._ensure_still_leader()
+            secret.set_content({PASSWORD_KEY: password})
+            logger.warning('The %s secret had no password; wrote a new one', PASSWORD_SECRET_LABEL)
+        return secret, password
+
+    def _publish(self, record: LeaderRecord, previous: LeaderRecord | None) -> None:
+        """Write the leader record into the peer app databag, if it changed."""
+        relation = self.model.get_relation(PEER_ENDPOINT)
+        if relation is None:
+            # Juju creates the peer relation right after install; until then
+            # there is no one to tell. relation-created will run us again.
+            return
+        if record == previous:
+            # Writing the same values would still wake every peer up.
+            return
+        self._ensure_still_leader()
+        relation.save(record, self.app)
+        logger.info('Published %s as the leader at %s', record.unit, record.address)
+
+    def _ensure_still_leader(self) -> None:
+        """Confirm leadership right before a leader-only write.
+
+        ``is_leader()`` asks Juju again once 30 seconds have passed since the
+        last confirmation (ops caches the answer for as long as Juju
+        guarantees it), so this is free in a quick hook and essential in a slow one.
+        """
+        if not self.unit.is_leader():
+            raise LeadershipLostError
+
+    # ------------------------------------------------------------ every unit
+
+    def _published_record(self) -> LeaderRecord | ops.StatusBase:
+        """What the leader published in the peer databag, or why there is nothing usable."""
+        relation = self.model.get_relation(PEER_ENDPOINT)
+        if relation is None:
+            return ops.WaitingStatus(f'waiting for the {PEER_ENDPOINT} relation')
+        if not relation.data[self.app]:
+            return ops.WaitingStatus('waiting for the leader to publish its address')
+        try:
+            return relation.load(LeaderRecord, self.app)
+        except (TypeError, ValueError) as e:
+            logger.warning('Ignoring unusable leader data in %s: %s', PEER_ENDPOINT, e)
+            return ops.WaitingStatus(
+                'leader data is incomplete; waiting for the leader to rewrite it'
+            )
+
+    def _workload_settings(
+        self, leader_password: str | None
+    ) -> valkey.ValkeySettings | ops.StatusBase:
+        """Gather everything this unit's config file depends on, or say what is missing."""
+        try:
+            config = self.load_config(CharmConfig)
+        except ValueError as e:
+            return ops.BlockedStatus(f'invalid config: {e}')
+
+        record = self._published_record()
+        is_leader = self.unit.is_leader()
+        if not is_leader:
+            if not isinstance(record, LeaderRecord):
+                return record
+            if record.unit == self.unit.name:
+                # This unit led until recently. Replicating from itself would be
+                # absurd; keep the last good file until the new leader publishes.
+                return ops.WaitingStatus('no longer the leader; waiting for the new leader')
+
+        if config.admin_password is not None:
+            password = self._read_user_password(config.admin_password)
+        elif leader_password is not None:
+            password = leader_password
+        elif isinstance(record, LeaderRecord):
+            password = self._read_app_password(record.password_secret_id)
+        else:
+            password = ops.WaitingStatus('waiting for the leader to create the password')
+        if isinstance(password, ops.StatusBase):
+            return password
+
+        primary_address = record.address if isinstance(record, LeaderRecord) else None
+        return valkey.ValkeySettings(
+            password=password,
+            primary_address=None if is_leader else primary_address,
+            log_level=config.log_level,
+            maxmemory=config.maxmemory,
+            maxmemory_policy=config.maxmemory_policy,
+        )
+
+    def _read_app_password(self, secret_id: str) -> str | ops.StatusBase:
+        """Read the leader's secret by the id it published; never create one here."""
+        try:
+            # refresh=True: after rotate-password the leader bumps the
+            # generation in the peer databag, and we must see the new revision.
+            content = self.model.get_secret(id=secret_id).get_content(refresh=True)
+        except ops.ModelError as e:
+            logger.warning('Cannot read the password secret yet: %s', type(e).__name__)
+            return ops.WaitingStatus('waiting for access to the password secret')
+        password = content.get(PASSWORD_KEY)
+        if not password:
+            return ops.WaitingStatus('waiting for the leader to repair the password secret')
+        return password
+
+    def _read_user_password(self, secret: ops.Secret) -> str | ops.StatusBase:
+        """Read the user's ``admin-password`` secret, or say how to fix it."""
+        try:
+            content = secret.get_content(refresh=True)
+        except ops.SecretNotFoundError:
+            return ops.BlockedStatus(
+                'admin-password secret not found: check the id with `juju secrets`'
+            )
+        except ops.ModelError:
+            return ops.BlockedStatus(
+                'admin-password secret not granted: '
+                f'run `juju grant-secret <secret> {self.app.name}`'
+            )
+        if not content.get(PASSWORD_KEY):
+            return ops.BlockedStatus(
+                f"admin-password secret has no '{PASSWORD_KEY}' key: "
+                f'run `juju update-secret <secret> {PASSWORD_KEY}=...`'
+            )
+        return content[PASSWORD_KEY]
+
+    def _configure_workload(self, settings: valkey.ValkeySettings) -> None:
+        """Render, push if different, and (re)start Valkey only if something changed."""
+        if not self.container.can_connect():
+            # pebble-ready will run the reconcile again.
+            return
+        desired = valkey.render_config(settings, self.charm_dir / 'templates')
+        try:
+            pushed = self._push_if_changed(desired)
+            self._ensure_data_dir_owned()
+            restarted = self._ensure_service(restart=pushed)
+            if restarted:
+                self._set_workload_version()
+        except ops.pebble.Error as e:
+            # Not re-raised: a traceback would only make Juju retry this one
+            # event; every later event retries anyway, from the same inputs.
+            logger.error('Pebble error while configuring Valkey: %s', type(e).__name__)
+            self._faults.append(
+                ops.WaitingStatus(f'Pebble error ({type(e).__name__}); retrying on the next event')
+            )
+            return
+        if pushed:
+            role = 'primary' if settings.is_primary else f'replica of {settings.primary_address}'
+            logger.info('Wrote %s as %s', valkey.CONFIG_PATH, role)
+
+    def _push_if_changed(self, desired: str) -> bool:
+        try:
+            current = self.container.pull(valkey.CONFIG_PATH).read()
+        except ops.pebble.PathError as e:
+            if e.kind != 'not-found':
+                raise
+            current = None
+        if current == desired:
+            return False
+        # Pebble writes to a temporary file and renames it: the file is never
+        # half-written, and a failed push leaves the last good file in place.
+        self.container.push(
+            valkey.CONFIG_PATH,
+            desired,
+            make_dirs=True,
+            permissions=0o600,
+            user_id=valkey.WORKLOAD_UID,
+            group_id=valkey.WORKLOAD_GID,
+        )
+        return True
+
+    def _ensure_data_dir_owned(self) -> None:
+        """Valkey runs as the image's non-root user and must write its RDB files."""
+        owner = (valkey.WORKLOAD_UID, valkey.WORKLOAD_GID)
+        try:
+            info = self.container.list_files(valkey.DATA_DIR, itself=True)[0]
+        except ops.pebble.APIError as e:
+            if e.code != 404:
+                raise
+            # No storage mounted (yet): make the directory so Valkey can start.
+            self.container.make_dir(
+                valkey.DATA_DIR, make_parents=True, user_id=owner[0], group_id=owner[1]
+            )
+            return
+        if (info.user_id, info.group_id) != owner:
+            self.container.exec(['chown', f'{owner[0]}:{owner[1]}', valkey.DATA_DIR]).wait()
+
+    def _ensure_service(self, *, restart: bool) -> bool:
+        """Start or restart the service as needed; report whether it was (re)started."""
+        layer = valkey.pebble_layer()
+        planned = self.container.get_plan().services.get(valkey.SERVICE)
+        if planned != layer.services[valkey.SERVICE]:
+            self.container.add_layer(valkey.CONTAINER, layer, combine=True)
+            # replan starts the service, or restarts it if its definition changed.
+            self.container.replan()
+            return True
+        if restart:
+            self.container.restart(valkey.SERVICE)
+            return True
+        if not self.container.get_service(valkey.SERVICE).is_running():
+            self.container.start(valkey.SERVICE)
+            return True
+        return False
+
+    def _set_workload_version(self) -> None:
+        process = self.container.exec(['valkey-server', '--version'])
+        stdout, _ = process.wait_output()
+        version = valkey.parse_version(stdout)
+        if version:
+            self.unit.set_workload_version(version)
+
+    # ------------------------------------------------------------------ status
+
+    def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
+        for fault in self._faults:
+            event.add_status(fault)
+        assessment = self._assessment
+        if assessment is None:
+            # This hook ran no reconcile (an event we do not act on): assess the
+            # same inputs the reconcile would have used.
+            assessment = self._workload_settings(leader_password=None)
+        if isinstance(assessment, ops.StatusBase):
+            event.add_status(assessment)
+            return
+        if not self.container.can_connect():
+            event.add_status(ops.WaitingStatus('waiting for Pebble in the valkey container'))
+            return
+        try:
+            running = self.container.get_service(valkey.SERVICE).is_running()
+        except (ops.ModelError, ops.pebble.Error):
+            running = False
+        if not running:
+            event.add_status(ops.MaintenanceStatus('starting valkey'))
+        if assessment.is_primary:
+            event.add_status(ops.ActiveStatus('primary'))
+        else:
+            record = self._published_record()
+            leader = record.unit if isinstance(record, LeaderRecord) else 'the leader'
+            event.add_status(ops.ActiveStatus(f'replica of {leader}'))
+
+    def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
+        # Runs on the leader only. The app is as healthy as its primary.
+        try:
+            self.load_config(CharmConfig)
+        except ValueError as e:
+            event.add_status(ops.BlockedStatus(f'invalid config: {e}'))
+        for fault in self._faults:
+            event.add_status(fault)
+        if isinstance(self._assessment, ops.BlockedStatus):
+            event.add_status(self._assessment)
+        if self.model.get_relation(PEER_ENDPOINT) is None:
+            event.add_status(ops.WaitingStatus(f'waiting for the {PEER_ENDPOINT} relation'))
+        event.add_status(ops.ActiveStatus(f'primary is {self.unit.name}'))
+
+
+if __name__ == '__main__':  # pragma: nocover
+    ops.main(ValkeyLeaderCharm)

@@ -1,0 +1,102 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""The charm's configuration options as one typed, validated value.
+
+Loaded with ``CharmBase.load_config(CharmConfig)``: Juju option names have their
+dashes turned into underscores, and a ``ValueError`` raised here means "the
+user must change the config", which the charm reports as Blocked.
+
+Nothing here knows about Juju events; it can be tested without a charm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    import ops
+
+LOG_LEVELS: Final = ('debug', 'verbose', 'notice', 'warning')
+MAXMEMORY_POLICIES: Final = (
+    'noeviction',
+    'allkeys-lru',
+    'allkeys-lfu',
+    'allkeys-random',
+    'volatile-lru',
+    'volatile-lfu',
+    'volatile-random',
+    'volatile-ttl',
+)
+
+# Valkey's memory units: k/m/g are powers of 1000, kb/mb/gb powers of 1024.
+_MEMORY_UNITS: Final = {
+    '': 1,
+    'b': 1,
+    'k': 1000,
+    'kb': 1024,
+    'm': 1000**2,
+    'mb': 1024**2,
+    'g': 1000**3,
+    'gb': 1024**3,
+}
+_MEMORY_SIZE = re.compile(r'(?P<number>[0-9]{1,20})(?P<unit>[kmg]?b?)', re.IGNORECASE)
+# Valkey stores maxmemory in an unsigned long long but parses it as a signed
+# 64-bit value; anything above this is refused at start-up.
+MAXMEMORY_LIMIT_BYTES: Final = 2**63 - 1
+
+# A Juju secret URI: "secret:<20 chars>" or "secret://<model-uuid>/<20 chars>".
+_SECRET_URI = re.compile(r'secret:(//[0-9a-f-]{36}/)?[0-9a-z]{20}')
+
+
+def maxmemory_bytes(value: str) -> int:
+    """Return the number of bytes a Valkey memory size means.
+
+    Raises:
+        ValueError: if ``value`` is not a size Valkey accepts.
+    """
+    match = _MEMORY_SIZE.fullmatch(value)
+    if match is None:
+        raise ValueError(value)
+    size = int(match['number']) * _MEMORY_UNITS[match['unit'].lower()]
+    if size > MAXMEMORY_LIMIT_BYTES:
+        raise ValueError(value)
+    return size
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CharmConfig:
+    """The options in config.yaml, validated."""
+
+    log_level: str = 'notice'
+    maxmemory: str = ''
+    maxmemory_policy: str = 'noeviction'
+    admin_password: ops.Secret | None = None
+    """The user's secret holding key ``password``; ``None`` means "generate one"."""
+
+    def __post_init__(self) -> None:
+        """Refuse values Valkey would refuse, naming the option and what to use."""
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f'log-level={self.log_level!r}: use one of {", ".join(LOG_LEVELS)}')
+        if self.maxmemory:
+            try:
+                maxmemory_bytes(self.maxmemory)
+            except ValueError:
+                raise ValueError(
+                    f'maxmemory={self.maxmemory!r}: use empty for no limit, '
+                    'or a size such as 100mb or 1gb'
+                ) from None
+        if self.maxmemory_policy not in MAXMEMORY_POLICIES:
+            raise ValueError(
+                f'maxmemory-policy={self.maxmemory_policy!r}: '
+                f'use one of {", ".join(MAXMEMORY_POLICIES)}'
+            )
+        if self.admin_password is not None and not _SECRET_URI.fullmatch(
+            self.admin_password.id or ''
+        ):
+            raise ValueError(
+                'admin-password is not a secret URI: run `juju add-secret`, '
+                '`juju grant-secret`, then set admin-password to the secret:... URI it printed'
+            )

@@ -1,0 +1,138 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""The Valkey workload: what the config file says and how Pebble runs it.
+
+Pure functions over small typed values. Nothing here knows about Juju events,
+leadership or the charm; ``src/charm.py`` decides *what* to run, this module
+says *how* it is written down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+import string
+from pathlib import Path
+from typing import Final
+
+import jinja2
+from ops import pebble
+
+CONTAINER: Final = 'valkey'
+SERVICE: Final = 'valkey'
+PORT: Final = 6379
+CONFIG_PATH: Final = '/etc/valkey/valkey.conf'
+DATA_DIR: Final = '/var/lib/valkey'
+# The official image's non-root user and group ("valkey", created with -u/-g 999).
+WORKLOAD_UID: Final = 999
+WORKLOAD_GID: Final = 999
+TEMPLATE_NAME: Final = 'valkey.conf.j2'
+PASSWORD_LENGTH: Final = 48
+_PASSWORD_ALPHABET: Final = string.ascii_letters + string.digits
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ValkeySettings:
+    """Everything one unit's config file depends on."""
+
+    password: str
+    primary_address: str | None
+    """The primary's stable DNS name, or ``None`` when this unit is the primary."""
+    log_level: str
+    maxmemory: str
+    """A Valkey size such as ``100mb``; empty means no limit."""
+    maxmemory_policy: str
+
+    @property
+    def is_primary(self) -> bool:
+        """Whether this unit's file makes it the primary."""
+        return self.primary_address is None
+
+
+def generate_password() -> str:
+    """A new random password: letters and digits only, so it is easy to pass around."""
+    return ''.join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+
+
+def valkey_quote(value: str) -> str:
+    r"""Quote ``value`` as one argument of a Valkey config directive.
+
+    A user-supplied password may hold spaces, quotes, ``#`` or newlines; written
+    raw, a newline would let it add directives of its own. Inside double quotes
+    Valkey understands ``\"``, ``\\`` and ``\xHH``, so every byte outside
+    printable ASCII is written as ``\xHH``.
+    """
+    out: list[str] = []
+    for byte in value.encode():
+        char = chr(byte)
+        if char in '"\\':
+            out.append('\\' + char)
+        elif 0x20 <= byte <= 0x7E:
+            out.append(char)
+        else:
+            out.append(f'\\x{byte:02x}')
+    return '"' + ''.join(out) + '"'
+
+
+def render_config(settings: ValkeySettings, templates_dir: Path) -> str:
+    """Render ``valkey.conf`` for one unit from the jinja2 template."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - a Valkey config file, not HTML
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters['valkey_quote'] = valkey_quote
+    template = environment.get_template(TEMPLATE_NAME)
+    return template.render(
+        port=PORT,
+        data_dir=DATA_DIR,
+        password=settings.password,
+        primary_address=settings.primary_address,
+        log_level=settings.log_level,
+        maxmemory=settings.maxmemory or '0',
+        maxmemory_policy=settings.maxmemory_policy,
+    )
+
+
+def pebble_layer() -> pebble.Layer:
+    """The Pebble layer that runs Valkey from the rendered file.
+
+    The password is only in the 0600 file: never in the command line or the
+    environment, which anyone who can read the Pebble plan or /proc could see.
+    """
+    layer: pebble.LayerDict = {
+        'summary': 'Valkey',
+        'description': 'Valkey, configured by the valkey-leader-k8s charm',
+        'services': {
+            SERVICE: {
+                'override': 'replace',
+                'summary': 'Valkey server',
+                'command': f'valkey-server {CONFIG_PATH}',
+                'startup': 'enabled',
+                'user-id': WORKLOAD_UID,
+                'group-id': WORKLOAD_GID,
+            }
+        },
+        'checks': {
+            'valkey-ready': {
+                'override': 'replace',
+                'level': 'ready',
+                'tcp': {'port': PORT},
+            }
+        },
+    }
+    return pebble.Layer(layer)
+
+
+_VERSION = re.compile(r'\bv=(?P<version>[0-9][0-9A-Za-z.+-]*)')
+
+
+def parse_version(output: str) -> str | None:
+    """Extract ``9.1.0`` from ``valkey-server --version`` output."""
+    match = _VERSION.search(output)
+    return match['version'] if match else None

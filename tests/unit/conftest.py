@@ -1,0 +1,167 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""Shared building blocks for the ops.testing (Scenario) suite.
+
+A unit's filesystem is simulated by two mounts per container: the config
+directory and the data directory, both real directories under ``tmp_path``,
+so tests read exactly the bytes the charm pushed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from ops import testing
+
+from charm import ValkeyLeaderCharm
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APP = 'valkey-leader-k8s'
+PEERS = 'valkey-peers'
+VERSION_OUTPUT = (
+    'Valkey server v=9.1.0 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1a2b3c4d5e6f7a8b\n'
+)
+ALL_UNITS = (0, 1, 2)
+
+
+def unit_name(unit_id: int) -> str:
+    return f'{APP}/{unit_id}'
+
+
+def make_charm_root(tmp_path: Path) -> Path:
+    """A charm directory holding what the packed charm ships besides code: the templates."""
+    root = tmp_path / 'charm'
+    shutil.copytree(REPO_ROOT / 'templates', root / 'templates')
+    return root
+
+
+def make_context(tmp_path: Path, unit_id: int = 0) -> testing.Context[ValkeyLeaderCharm]:
+    return testing.Context(
+        ValkeyLeaderCharm,
+        charm_root=make_charm_root(tmp_path / f'root-{unit_id}'),
+        unit_id=unit_id,
+    )
+
+
+@dataclasses.dataclass
+class UnitFilesystem:
+    """The directories behind one unit's workload container mounts."""
+
+    etc: Path
+    data: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.etc / 'valkey.conf'
+
+    def read_config(self) -> str:
+        return self.config_file.read_text()
+
+
+def make_filesystem(tmp_path: Path, unit_id: int = 0) -> UnitFilesystem:
+    fs = UnitFilesystem(
+        etc=tmp_path / f'unit-{unit_id}-etc', data=tmp_path / f'unit-{unit_id}-data'
+    )
+    fs.etc.mkdir(parents=True, exist_ok=True)
+    fs.data.mkdir(parents=True, exist_ok=True)
+    return fs
+
+
+def make_container(fs: UnitFilesystem, **kwargs: object) -> testing.Container:
+    params: dict[str, object] = {
+        'can_connect': True,
+        'mounts': {
+            'etc': testing.Mount(location='/etc/valkey', source=fs.etc),
+            'data': testing.Mount(location='/var/lib/valkey', source=fs.data),
+        },
+        'execs': {
+            testing.Exec(['chown'], return_code=0),
+            testing.Exec(['valkey-server', '--version'], stdout=VERSION_OUTPUT),
+        },
+    }
+    params.update(kwargs)
+    return testing.Container('valkey', **params)  # type: ignore[arg-type]
+
+
+def make_peer_relation(
+    unit_id: int = 0,
+    *,
+    app_data: dict[str, str] | None = None,
+    units: Iterable[int] = ALL_UNITS,
+    relation_id: int | None = None,
+) -> testing.PeerRelation:
+    kwargs: dict[str, object] = {}
+    if relation_id is not None:
+        kwargs['id'] = relation_id
+    return testing.PeerRelation(
+        PEERS,
+        local_app_data=dict(app_data or {}),
+        peers_data={other: {} for other in units if other != unit_id},
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def leader_state(fs: UnitFilesystem, unit_id: int = 0, **kwargs: object) -> testing.State:
+    """A freshly elected leader with a peer relation and a reachable container."""
+    params: dict[str, object] = {
+        'leader': True,
+        'relations': {make_peer_relation(unit_id)},
+        'containers': {make_container(fs)},
+    }
+    params.update(kwargs)
+    return testing.State(**params)  # type: ignore[arg-type]
+
+
+def peer_app_data(state: testing.State) -> dict[str, str]:
+    return dict(state.get_relations(PEERS)[0].local_app_data)
+
+
+def password_secret(state: testing.State) -> testing.Secret:
+    (secret,) = [s for s in state.secrets if s.label == 'admin-password']
+    return secret
+
+
+def hand_over(
+    previous: testing.State,
+    *,
+    to_unit: int,
+    leader: bool,
+    container: testing.Container,
+    config: dict[str, str | int | float | bool] | None = None,
+) -> testing.State:
+    """What another unit of the same app sees after ``previous`` was written.
+
+    The peer app databag and the app's secrets are shared by every unit of the
+    application: this is the follower's (or the next leader's) input state,
+    built from exactly what the previous leader wrote.
+    """
+    peer = previous.get_relations(PEERS)[0]
+    return testing.State(
+        leader=leader,
+        config=dict(previous.config if config is None else config),
+        relations={
+            make_peer_relation(to_unit, app_data=dict(peer.local_app_data), relation_id=peer.id)
+        },
+        secrets=previous.secrets,
+        containers={container},
+    )
+
+
+@pytest.fixture
+def fs(tmp_path: Path) -> UnitFilesystem:
+    return make_filesystem(tmp_path)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> testing.Context[ValkeyLeaderCharm]:
+    return make_context(tmp_path)
+
+
+@pytest.fixture
+def follower_ctx(tmp_path: Path) -> testing.Context[ValkeyLeaderCharm]:
+    return make_context(tmp_path, unit_id=1)

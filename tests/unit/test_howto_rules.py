@@ -1,0 +1,196 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""Each rule of the how-to "Manage leadership changes", as a test.
+
+https://documentation.ubuntu.com/ops/latest/howto/manage-leadership-changes/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ops
+import pytest
+from ops import testing
+
+from charm import ValkeyLeaderCharm
+
+from .conftest import (
+    UnitFilesystem,
+    APP,
+    PEERS,
+    hand_over,
+    leader_state,
+    make_container,
+    make_context,
+    make_filesystem,
+    make_peer_relation,
+    password_secret,
+    peer_app_data,
+    unit_name,
+)
+
+
+def test_leader_elected_is_observed_and_leader_settings_changed_is_not(
+    ctx: testing.Context[ValkeyLeaderCharm], fs: UnitFilesystem
+) -> None:
+    state = testing.State(
+        leader=True, relations={make_peer_relation()}, containers={make_container(fs)}
+    )
+    with ctx(ctx.on.leader_elected(), state) as manager:
+        observers = manager.charm.framework._observers
+        observed = {kind for _, _, _, kind in observers}
+        out = manager.run()
+    assert 'leader_elected' in observed
+    assert 'leader_settings_changed' not in observed
+    # And leader-elected does what the how-to says: the new leader announces itself.
+    assert peer_app_data(out)['leader-unit'] == f'"{unit_name(0)}"'
+
+
+def test_the_leader_tells_peers_through_the_peer_app_databag(
+    ctx: testing.Context[ValkeyLeaderCharm], fs: UnitFilesystem
+) -> None:
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
+    data = peer_app_data(out)
+    assert data['leader-unit'] == f'"{unit_name(0)}"'
+    assert data['leader-address'] == (
+        f'"{APP}-0.{APP}-endpoints.{out.model.name}.svc.cluster.local"'
+    )
+    assert data['password-secret-id'] == f'"{password_secret(out).id}"'
+
+
+def test_peers_react_to_relation_changed_by_following_the_leader(tmp_path: Path) -> None:
+    leader_ctx = make_context(tmp_path, unit_id=0)
+    leader_out = leader_ctx.run(
+        leader_ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path))
+    )
+    follower_ctx = make_context(tmp_path, unit_id=1)
+    fs = make_filesystem(tmp_path, unit_id=1)
+    follower_in = hand_over(leader_out, to_unit=1, leader=False, container=make_container(fs))
+    relation = follower_in.get_relations(PEERS)[0]
+
+    out = follower_ctx.run(follower_ctx.on.relation_changed(relation, remote_unit=0), follower_in)
+
+    assert f'replicaof {APP}-0.{APP}-endpoints.' in fs.read_config()
+    assert out.unit_status == ops.ActiveStatus(f'replica of {unit_name(0)}')
+
+
+@pytest.mark.parametrize('leader', [True, False])
+def test_status_leader(leader: bool, tmp_path: Path) -> None:
+    """The how-to's Scenario example, for this charm: State(leader=...) decides the role."""
+    fs = make_filesystem(tmp_path)
+    if leader:
+        state = testing.State(
+            leader=True, relations={make_peer_relation()}, containers={make_container(fs)}
+        )
+    else:
+        leader_ctx = make_context(tmp_path / 'leader', unit_id=1)
+        leader_out = leader_ctx.run(
+            leader_ctx.on.leader_elected(),
+            leader_state(make_filesystem(tmp_path / 'leader', unit_id=1), unit_id=1),
+        )
+        state = hand_over(leader_out, to_unit=0, leader=False, container=make_container(fs))
+    ctx = make_context(tmp_path)
+
+    out = ctx.run(ctx.on.config_changed(), state)
+
+    expected = 'primary' if leader else f'replica of {unit_name(1)}'
+    assert out.unit_status == ops.ActiveStatus(expected)
+
+
+def test_only_the_leader_creates_the_app_secret(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    fs = make_filesystem(tmp_path)
+    follower = testing.State(
+        leader=False, relations={make_peer_relation()}, containers={make_container(fs)}
+    )
+    out = ctx.run(ctx.on.leader_elected(), follower)
+    assert out.secrets == frozenset()
+    assert peer_app_data(out) == {}
+    assert out.unit_status == ops.WaitingStatus('waiting for the leader to publish its address')
+    assert not fs.config_file.exists(), 'a follower must not start Valkey pointing at nowhere'
+
+
+def test_leadership_is_checked_again_right_before_each_write(
+    ctx: testing.Context[ValkeyLeaderCharm], fs: UnitFilesystem
+) -> None:
+    """Juju guarantees leadership for 30 s only: the leader re-checks before writing.
+
+    Leadership is lost after the first check of the hook: the secret must not be
+    created and nothing written to the peer databag.
+    """
+    with ctx(ctx.on.leader_elected(), leader_state(fs)) as manager:
+        answers = iter([True])
+        backend = manager.charm.model._backend
+        backend.is_leader = lambda: next(answers, False)  # type: ignore[method-assign]
+        out = manager.run()
+    assert out.secrets == frozenset()
+    assert peer_app_data(out) == {}
+    assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
+    assert not fs.config_file.exists()
+
+
+def test_nothing_is_deferred(tmp_path: Path) -> None:
+    """A deferred leader-elected would re-run when this unit may no longer lead."""
+    ctx = testing.Context(
+        ValkeyLeaderCharm,
+        charm_root=make_context(tmp_path).charm_root,
+        capture_deferred_events=True,
+    )
+    no_pebble = make_container(make_filesystem(tmp_path), can_connect=False)
+    for state in (
+        testing.State(leader=True, containers={no_pebble}),  # no peer relation yet
+        testing.State(leader=False, containers={no_pebble}, relations={make_peer_relation()}),
+    ):
+        for event in (ctx.on.leader_elected(), ctx.on.config_changed(), ctx.on.upgrade_charm()):
+            out = ctx.run(event, state)
+            assert out.deferred == []
+
+
+def test_a_new_leader_keeps_the_password(tmp_path: Path) -> None:
+    first_ctx = make_context(tmp_path, unit_id=0)
+    first = first_ctx.run(first_ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path)))
+    original = password_secret(first)
+
+    # Juju elects unit 1: it receives leader-elected with everything unit 0 wrote.
+    second_ctx = make_context(tmp_path, unit_id=1)
+    fs = make_filesystem(tmp_path, unit_id=1)
+    second_in = hand_over(first, to_unit=1, leader=True, container=make_container(fs))
+    second = second_ctx.run(second_ctx.on.leader_elected(), second_in)
+
+    assert second.secrets == first.secrets, 'no new secret, no new revision'
+    assert password_secret(second).latest_content == original.latest_content
+    password = original.latest_content['password']
+    assert f'requirepass "{password}"' in fs.read_config()
+    data = peer_app_data(second)
+    assert data['leader-unit'] == f'"{unit_name(1)}"'
+    assert data['password-secret-id'] == f'"{original.id}"'
+    assert 'replicaof' not in fs.read_config()
+    assert second.unit_status == ops.ActiveStatus('primary')
+
+
+def test_non_leaders_read_the_secret_by_the_published_id(tmp_path: Path) -> None:
+    leader_ctx = make_context(tmp_path, unit_id=0)
+    leader_out = leader_ctx.run(
+        leader_ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path))
+    )
+    secret = password_secret(leader_out)
+    # The follower has no label for the secret: only the id in the peer databag finds it.
+    unlabelled = testing.Secret(
+        tracked_content=secret.tracked_content, id=secret.id, owner='app', label=None
+    )
+    fs = make_filesystem(tmp_path, unit_id=1)
+    follower_in = hand_over(leader_out, to_unit=1, leader=False, container=make_container(fs))
+    follower_in = testing.State(
+        leader=False,
+        relations=follower_in.relations,
+        secrets={unlabelled},
+        containers=follower_in.containers,
+    )
+    follower_ctx = make_context(tmp_path, unit_id=1)
+
+    out = follower_ctx.run(follower_ctx.on.config_changed(), follower_in)
+
+    assert out.secrets == frozenset({unlabelled}), 'the follower created no secret'
+    assert f'masterauth "{secret.latest_content["password"]}"' in fs.read_config()
