@@ -27,7 +27,7 @@ import ops
 
 import valkey
 from charm_config import CharmConfig
-from leadership import PEER_ENDPOINT, LeaderRecord, unit_address
+from leadership import PEER_ENDPOINT, LeaderRecord, pod_name, unit_address
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         framework.observe(self.on[PEER_ENDPOINT].relation_created, self._on_change)
         framework.observe(self.on.config_changed, self._on_change)
         framework.observe(self.on.valkey_pebble_ready, self._on_change)
-        framework.observe(self.on.upgrade_charm, self._on_change)
+        framework.observe(self.on.upgrade_charm, self._on_upgrade_charm)
         # The user's admin-password secret got a new revision.
         framework.observe(self.on.secret_changed, self._on_change)
         # Retry whatever the last event could not finish (Pebble down, ...).
@@ -77,6 +77,12 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     def _on_change(self, _: ops.EventBase) -> None:
         self._reconcile()
+
+    def _on_upgrade_charm(self, _: ops.UpgradeCharmEvent) -> None:
+        # New charm code may define the primary Service differently, and an
+        # upgrade is the operator's way to repair it: apply it even if the
+        # peer databag says it already selects this leader.
+        self._reconcile(reapply_primary_service=True)
 
     def _on_rotate_password(self, event: ops.ActionEvent) -> None:
         if not self.unit.is_leader():
@@ -118,7 +124,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     # --------------------------------------------------------------- reconcile
 
-    def _reconcile(self, *, rotate_password: bool = False) -> str | None:
+    def _reconcile(
+        self, *, rotate_password: bool = False, reapply_primary_service: bool = False
+    ) -> str | None:
         """Bring this unit, and if it leads the application, in line with the inputs.
 
         Returns the password secret's id when the leader duties ran.
@@ -133,7 +141,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
         if self.unit.is_leader():
             try:
                 secret_id, leader_password = self._perform_leader_duties(
-                    rotate_password=rotate_password
+                    rotate_password=rotate_password,
+                    reapply_primary_service=reapply_primary_service,
                 )
             except LeadershipLostError:
                 logger.warning('Lost leadership during the hook; the new leader takes over')
@@ -150,12 +159,15 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     # ----------------------------------------------------------- leader duties
 
-    def _perform_leader_duties(self, *, rotate_password: bool) -> tuple[str, str]:
+    def _perform_leader_duties(
+        self, *, rotate_password: bool, reapply_primary_service: bool
+    ) -> tuple[str, str]:
         """Everything only the leader does, in one place.
 
         1. Make sure the app secret with the password exists (a new leader
            reuses its predecessor's: a leadership change never changes it).
-        2. Publish who leads, where to reach it and the secret id in the peer
+        2. Point the ``<app>-primary`` Kubernetes Service at this unit's pod.
+        3. Publish who leads, where to reach it and the secret id in the peer
            application databag.
 
         Returns the secret id and the password in it.
@@ -172,14 +184,47 @@ class ValkeyLeaderCharm(ops.CharmBase):
             logger.info('Rotated the password: new revision of the %s secret', secret.label)
         secret_id = secret.id or secret.get_info().id
         assert secret_id is not None  # noqa: S101 - Juju always gives an owned secret an id
+
+        my_pod = pod_name(self.unit.name)
+        service_selects = previous.primary_service_selects if previous else ''
+        if (reapply_primary_service or service_selects != my_pod) and (
+            self._point_primary_service_at(my_pod)
+        ):
+            service_selects = my_pod
+
         record = LeaderRecord(
             unit=self.unit.name,
             address=unit_address(self.unit.name, self.app.name, self.model.name),
             password_secret_id=secret_id,
             password_generation=generation,
+            primary_service_selects=service_selects,
         )
+        # The Kubernetes call above may have been slow: _publish checks
+        # leadership again before it writes.
         self._publish(record, previous)
         return secret_id, password
+
+    def _point_primary_service_at(self, pod: str) -> bool:
+        """Make ``<app>-primary`` select ``pod``; report whether it now does."""
+        # Imported here, not at the top of the file: only the leader talks to
+        # Kubernetes, and only when the Service does not already select it.
+        # Every other hook is spared the cost of importing lightkube.
+        import primary_service  # noqa: PLC0415
+
+        try:
+            primary_service.point_at(
+                app_name=self.app.name,
+                namespace=self.model.name,
+                leader_pod=pod,
+                port=valkey.PORT,
+            )
+        except primary_service.PrimaryServiceError as e:
+            logger.warning('Could not point the primary Service at %s: %s', pod, e.message)
+            status = ops.BlockedStatus if e.needs_user else ops.WaitingStatus
+            self._faults.append(status(e.message))
+            return False
+        logger.info('Pointed the %s Service at %s', primary_service.service_name(self.app.name), pod)
+        return True
 
     def _ensure_password_secret(self, published: LeaderRecord | None) -> tuple[ops.Secret, str]:
         """Find the app's password secret, or create it if this app has none yet."""
@@ -355,7 +400,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     def _push_if_changed(self, desired: str) -> bool:
         try:
-            current = self.container.pull(valkey.CONFIG_PATH).read()
+            with self.container.pull(valkey.CONFIG_PATH) as file:
+                current = file.read()
         except ops.pebble.PathError as e:
             if e.kind != 'not-found':
                 raise
@@ -419,6 +465,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
         for fault in self._faults:
             event.add_status(fault)
+        if self._faults:
+            # What went wrong in this hook says more than the state it left behind.
+            return
         assessment = self._assessment
         if assessment is None:
             # This hook ran no reconcile (an event we do not act on): assess the

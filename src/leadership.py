@@ -63,6 +63,13 @@ class LeaderRecord:
     password_generation: int = dataclasses.field(default=0, metadata=_alias('password-generation'))
     """Bumped by ``rotate-password``. The change is what wakes the replicas up:
     they re-read the secret with ``refresh=True`` and restart with the new password."""
+    primary_service_selects: str = dataclasses.field(
+        default='', metadata=_alias('primary-service-selects')
+    )
+    """The pod the ``<app>-primary`` Service was last pointed at, by the leader.
+
+    The leader's own bookkeeping, kept where a successor finds it: when it
+    already names this leader's pod, there is no Kubernetes call to make."""
 
     def __post_init__(self) -> None:
         """Refuse data that would put something unsafe into a replica's config file."""
@@ -73,6 +80,8 @@ class LeaderRecord:
             raise ValueError(f'leader-address is not a DNS name: {self.address!r}')
         if not _matches(_SECRET_ID, self.password_secret_id):
             raise ValueError('password-secret-id is not a secret id')
+        if self.primary_service_selects and not _matches(_DNS_NAME, self.primary_service_selects):
+            raise ValueError('primary-service-selects is not a pod name')
         generation: object = self.password_generation
         if type(generation) is not int or generation < 0:
             raise ValueError('password-generation is not a non-negative integer')

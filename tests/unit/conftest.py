@@ -14,11 +14,15 @@ import dataclasses
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import ops
 import pytest
 from ops import testing
 
 from charm import ValkeyLeaderCharm
+
+from .. import fake_kubernetes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = 'valkey-leader-k8s'
@@ -150,6 +154,43 @@ def hand_over(
         secrets=previous.secrets,
         containers={container},
     )
+
+
+@dataclasses.dataclass
+class SideEffects:
+    """What the charm did to the world in one run, counted at the ops API."""
+
+    calls: list[str] = dataclasses.field(default_factory=list[str])
+
+    def count(self, name: str) -> int:
+        return self.calls.count(name)
+
+
+@pytest.fixture
+def side_effects(monkeypatch: pytest.MonkeyPatch) -> SideEffects:
+    """Count pushes, (re)starts, layer changes, peer-data saves and secret writes."""
+    recorder = SideEffects()
+    for owner, names in (
+        (ops.Container, ('push', 'restart', 'start', 'replan', 'add_layer', 'exec')),
+        (ops.Relation, ('save',)),
+        (ops.Secret, ('set_content', 'remove_revision')),
+        (ops.Application, ('add_secret',)),
+    ):
+        for name in names:
+            original = getattr(owner, name)
+
+            def wrapper(*args: object, _original: Any = original, _name: str = name, **kw: object):
+                recorder.calls.append(_name)
+                return _original(*args, **kw)
+
+            monkeypatch.setattr(owner, name, wrapper)
+    return recorder
+
+
+@pytest.fixture(autouse=True)
+def kubernetes(monkeypatch: pytest.MonkeyPatch) -> fake_kubernetes.FakeKubernetes:
+    """Every unit test talks to a fake API server; none needs a cluster."""
+    return fake_kubernetes.install(monkeypatch)
 
 
 @pytest.fixture
