@@ -223,7 +223,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
             status = ops.BlockedStatus if e.needs_user else ops.WaitingStatus
             self._faults.append(status(e.message))
             return False
-        logger.info('Pointed the %s Service at %s', primary_service.service_name(self.app.name), pod)
+        service = primary_service.service_name(self.app.name)
+        logger.info('Pointed the %s Service at %s', service, pod)
         return True
 
     def _ensure_password_secret(self, published: LeaderRecord | None) -> tuple[ops.Secret, str]:

@@ -89,7 +89,7 @@ class FakeKubernetes:
 
     def make_client(self, namespace: str, field_manager: str) -> Client:
         return Client(
-            config=KubeConfig.from_dict(
+            config=KubeConfig.from_dict(  # pyright: ignore[reportUnknownMemberType]
                 {
                     'clusters': [
                         {'name': 'fake', 'cluster': {'server': 'https://kubernetes.invalid'}}

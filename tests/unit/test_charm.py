@@ -191,7 +191,9 @@ def test_a_corrupted_leader_record_is_rewritten_by_the_leader(
 def test_leader_without_peer_relation_is_primary_and_says_peers_cannot_follow(
     ctx: Ctx, fs: UnitFilesystem
 ) -> None:
-    out = ctx.run(ctx.on.leader_elected(), leader_state(fs, relations=set()))
+    out = ctx.run(
+        ctx.on.leader_elected(), leader_state(fs, relations=frozenset[testing.Relation]())
+    )
     assert 'replicaof' not in fs.read_config()
     assert out.unit_status == ops.ActiveStatus('primary')
     assert out.app_status == ops.WaitingStatus(f'waiting for the {PEERS} relation')
