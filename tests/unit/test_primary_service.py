@@ -1,0 +1,305 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""The ``<app>-primary`` Service: only the leader manages it, and it selects the leader."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, cast
+
+import kubernetes_validate  # pyright: ignore[reportMissingTypeStubs]
+import ops
+import pytest
+from ops import testing
+
+import primary_service
+from charm import ValkeyLeaderCharm
+
+from ..fake_kubernetes import STATEFULSET_UID, FakeKubernetes
+from .conftest import (
+    APP,
+    REPO_ROOT,
+    UnitFilesystem,
+    hand_over,
+    leader_state,
+    make_container,
+    make_context,
+    make_filesystem,
+    peer_app_data,
+)
+
+Ctx = testing.Context[ValkeyLeaderCharm]
+KUBERNETES_VERSION = '1.32.0'
+
+
+def test_the_leader_applies_a_service_selecting_its_own_pod(
+    ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes
+) -> None:
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
+    namespace = out.model.name
+
+    get, patch = kubernetes.requests
+    assert (get.method, get.path) == (
+        'GET',
+        f'/apis/apps/v1/namespaces/{namespace}/statefulsets/{APP}',
+    )
+    assert (patch.method, patch.path) == (
+        'PATCH',
+        f'/api/v1/namespaces/{namespace}/services/{APP}-primary',
+    )
+    # Server-side apply, owned by the app, forcing over other managers.
+    assert patch.params == {'fieldManager': APP, 'force': 'true'}
+    body = patch.body
+    assert body is not None
+    assert body['metadata']['name'] == f'{APP}-primary'
+    assert body['metadata']['ownerReferences'] == [
+        {'apiVersion': 'apps/v1', 'kind': 'StatefulSet', 'name': APP, 'uid': STATEFULSET_UID}
+    ]
+    assert body['spec']['selector'] == {
+        'app.kubernetes.io/name': APP,
+        'statefulset.kubernetes.io/pod-name': f'{APP}-0',
+    }
+    assert body['spec']['ports'] == [
+        {'name': 'valkey', 'port': 6379, 'targetPort': 6379, 'protocol': 'TCP'}
+    ]
+    assert body['spec']['type'] == 'ClusterIP'
+    assert peer_app_data(out)['primary-service-selects'] == f'"{APP}-0"'
+    assert out.unit_status == ops.ActiveStatus('primary')
+
+
+def test_the_applied_body_is_a_valid_kubernetes_service(
+    ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes
+) -> None:
+    ctx.run(ctx.on.leader_elected(), leader_state(fs))
+    body = kubernetes.applies[0].body
+    assert body is not None
+    # The PATCH body is the whole object (server-side apply): validate it as a Service.
+    kubernetes_validate.validate(body, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_schema_check_can_fail() -> None:
+    """The validator really checks: a Service with a string port is refused."""
+    built = primary_service.build_service(
+        app_name=APP, namespace='m', leader_pod=f'{APP}-0', port=6379, statefulset_uid='u'
+    )
+    service = cast('dict[str, Any]', built.to_dict())  # pyright: ignore[reportUnknownMemberType]
+    service['spec']['ports'][0]['port'] = 'six'
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(service, KUBERNETES_VERSION, strict=True)
+
+
+def test_a_follower_never_calls_kubernetes(tmp_path: Path, kubernetes: FakeKubernetes) -> None:
+    leader_ctx = make_context(tmp_path, 0)
+    leader = leader_ctx.run(
+        leader_ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path))
+    )
+    kubernetes.requests.clear()
+    ctx = make_context(tmp_path, 1)
+    state = hand_over(
+        leader, to_unit=1, leader=False, container=make_container(make_filesystem(tmp_path, 1))
+    )
+
+    for event in (ctx.on.config_changed(), ctx.on.upgrade_charm(), ctx.on.update_status()):
+        state = ctx.run(event, state)
+
+    assert kubernetes.requests == []
+
+
+def test_a_follower_does_not_even_import_lightkube(tmp_path: Path) -> None:
+    """Importing lightkube is the most expensive part of a hook: followers are spared it."""
+    leader_ctx = make_context(tmp_path, 0)
+    leader = leader_ctx.run(
+        leader_ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path))
+    )
+    peer = leader.get_relations('valkey-peers')[0]
+    (secret,) = leader.secrets
+    script = textwrap.dedent("""
+        import json, sys
+        from pathlib import Path
+        from ops import testing
+        from charm import ValkeyLeaderCharm
+        assert 'lightkube' not in sys.modules, 'imported at module level'
+        app_data, secret_id, charm_root = json.loads(sys.argv[1])
+        secret = testing.Secret(
+            {'password': 'p' * 32}, id=secret_id, owner='app', label='admin-password'
+        )
+        state = testing.State(
+            leader=False,
+            relations={testing.PeerRelation('valkey-peers', local_app_data=app_data)},
+            secrets={secret},
+            containers={testing.Container('valkey', can_connect=False)},
+        )
+        ctx = testing.Context(ValkeyLeaderCharm, charm_root=Path(charm_root), unit_id=1)
+        for event in (ctx.on.config_changed(), ctx.on.update_status()):
+            ctx.run(event, state)
+        assert 'lightkube' not in sys.modules, 'imported on a follower'
+        print('ok')
+    """)
+    arguments = json.dumps(
+        [
+            dict(peer.local_app_data),
+            secret.id,
+            str(tmp_path / 'root-0' / 'charm'),
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, '-W', 'error', '-c', script, arguments],
+        cwd=REPO_ROOT,
+        env={'PYTHONPATH': str(REPO_ROOT / 'src')},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'ok'
+
+
+def test_a_new_leader_repoints_the_service(tmp_path: Path, kubernetes: FakeKubernetes) -> None:
+    first_ctx = make_context(tmp_path, 0)
+    first = first_ctx.run(first_ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path)))
+    second_ctx = make_context(tmp_path, 1)
+    second_in = hand_over(
+        first, to_unit=1, leader=True, container=make_container(make_filesystem(tmp_path, 1))
+    )
+
+    second = second_ctx.run(second_ctx.on.leader_elected(), second_in)
+
+    selectors = [r.body['spec']['selector'] for r in kubernetes.applies if r.body]
+    assert [s['statefulset.kubernetes.io/pod-name'] for s in selectors] == [
+        f'{APP}-0',
+        f'{APP}-1',
+    ]
+    assert peer_app_data(second)['primary-service-selects'] == f'"{APP}-1"'
+
+
+def test_no_kubernetes_call_when_the_service_already_selects_this_leader(
+    ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes
+) -> None:
+    state = ctx.run(ctx.on.leader_elected(), leader_state(fs))
+    kubernetes.requests.clear()
+
+    for event in (ctx.on.leader_elected(), ctx.on.config_changed(), ctx.on.update_status()):
+        state = ctx.run(event, state)
+
+    assert kubernetes.requests == []
+
+
+def test_upgrade_charm_reapplies_the_service(
+    ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes
+) -> None:
+    state = ctx.run(ctx.on.leader_elected(), leader_state(fs))
+    kubernetes.requests.clear()
+
+    ctx.run(ctx.on.upgrade_charm(), state)
+
+    assert len(kubernetes.applies) == 1
+
+
+SERVICE = f'{APP}-primary'
+
+
+@pytest.mark.parametrize(
+    ('code', 'expected'),
+    [
+        (403, ops.BlockedStatus(
+            f'not allowed to manage the {SERVICE} Service: run `juju trust {APP}`'
+        )),
+        (404, ops.WaitingStatus(
+            f'StatefulSet {APP} not found, so {SERVICE} cannot be owned by it; retrying'
+        )),
+        (409, ops.WaitingStatus(f'conflict while applying the {SERVICE} Service; retrying')),
+        (422, ops.BlockedStatus(
+            f'Kubernetes rejected the {SERVICE} Service as invalid (422): please report a bug'
+        )),
+        (500, ops.WaitingStatus(
+            f'Kubernetes API error 500 while applying the {SERVICE} Service; retrying'
+        )),
+    ],
+)  # fmt: skip
+def test_kubernetes_errors_become_statuses_and_are_retried(
+    ctx: Ctx,
+    fs: UnitFilesystem,
+    kubernetes: FakeKubernetes,
+    code: int,
+    expected: ops.StatusBase,
+) -> None:
+    kubernetes.fail_with = code
+
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
+
+    assert out.unit_status == expected
+    assert out.app_status == expected
+    # The rest of the leader duties still happened: peers can follow already.
+    data = peer_app_data(out)
+    assert data['leader-unit'] == f'"{APP}/0"'
+    assert data['primary-service-selects'] == '""'
+    assert 'replicaof' not in fs.read_config()
+
+    # The next event, even one that changes nothing else, retries; success clears it.
+    kubernetes.fail_with = None
+    recovered = ctx.run(ctx.on.update_status(), out)
+    assert len(kubernetes.applies) == 1
+    assert recovered.unit_status == ops.ActiveStatus('primary')
+    assert recovered.app_status == ops.ActiveStatus(f'primary is {APP}/0')
+
+
+@pytest.mark.parametrize(
+    'failure',
+    [
+        primary_service.ConfigError('no kubeconfig'),
+        primary_service.httpx2.ConnectError('connection refused'),
+        ValueError('undecodable answer'),
+    ],
+    ids=['no-credentials', 'unreachable', 'bad-answer'],
+)
+def test_client_side_failures_become_a_waiting_status(
+    ctx: Ctx, fs: UnitFilesystem, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    def broken_client(namespace: str, field_manager: str) -> Any:
+        raise failure
+
+    monkeypatch.setattr(primary_service, 'make_client', broken_client)
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
+    assert isinstance(out.unit_status, ops.WaitingStatus)
+    assert out.unit_status.message.endswith('; retrying')
+
+
+def test_leadership_is_rechecked_after_the_kubernetes_call(
+    ctx: Ctx, fs: UnitFilesystem, monkeypatch: pytest.MonkeyPatch, kubernetes: FakeKubernetes
+) -> None:
+    """The API call may take seconds: after it, a unit that no longer leads writes nothing."""
+    leadership = {'held': True}
+    original = primary_service.point_at
+
+    def slow_point_at(**kwargs: Any) -> None:
+        original(**kwargs)
+        leadership['held'] = False  # Juju moved leadership while we were waiting
+
+    monkeypatch.setattr(primary_service, 'point_at', slow_point_at)
+    with ctx(ctx.on.leader_elected(), leader_state(fs)) as manager:
+        manager.charm.model._backend.is_leader = lambda: leadership['held']  # type: ignore[method-assign]
+        out = manager.run()
+
+    assert len(kubernetes.applies) == 1
+    assert peer_app_data(out) == {}
+    assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
+
+
+def test_service_name_and_object_are_pure() -> None:
+    service = primary_service.build_service(
+        app_name='db', namespace='prod', leader_pod='db-2', port=6379, statefulset_uid='abc'
+    )
+    assert primary_service.service_name('db') == 'db-primary'
+    assert service.metadata is not None
+    assert service.metadata.namespace == 'prod'
+    assert service.spec is not None
+    selector = cast('dict[str, str]', service.spec.selector)  # pyright: ignore[reportUnknownMemberType]
+    assert selector == {
+        'app.kubernetes.io/name': 'db',
+        'statefulset.kubernetes.io/pod-name': 'db-2',
+    }
