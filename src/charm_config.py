@@ -47,8 +47,9 @@ _MEMORY_SIZE = re.compile(r'(?P<number>[0-9]{1,20})(?P<unit>[kmg]?b?)', re.IGNOR
 # 64-bit value; anything above this is refused at start-up.
 MAXMEMORY_LIMIT_BYTES: Final = 2**63 - 1
 
-# A Juju secret URI: "secret:<20 chars>" or "secret://<model-uuid>/<20 chars>".
-_SECRET_URI = re.compile(r'secret:(//[0-9a-f-]{36}/)?[0-9a-z]{20}')
+# A Juju secret URI: "secret:<id>" or "secret://<model-uuid>/<id>", where Juju's
+# ids are 20 base32 characters (test harnesses use longer ones, such as UUIDs).
+_SECRET_URI = re.compile(r'secret:(//[0-9a-f-]{36}/)?[0-9a-z][0-9a-z-]{19,35}')
 
 
 def maxmemory_bytes(value: str) -> int:
