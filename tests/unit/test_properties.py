@@ -34,7 +34,11 @@ config_values = st.fixed_dictionaries(
 
 def is_valid(config: dict[str, str]) -> bool:
     try:
-        CharmConfig(**{key.replace('-', '_'): value for key, value in config.items()})
+        CharmConfig(
+            log_level=config.get('log-level', 'notice'),
+            maxmemory=config.get('maxmemory', ''),
+            maxmemory_policy=config.get('maxmemory-policy', 'noeviction'),
+        )
     except ValueError:
         return False
     return True
