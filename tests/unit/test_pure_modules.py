@@ -154,7 +154,7 @@ def test_a_template_variable_without_a_value_is_an_error(tmp_path: Path) -> None
         ('back\\slash', '"back\\\\slash"'),
         ('new\nline', '"new\\x0aline"'),
         ('tab\t#hash', '"tab\\x09#hash"'),
-        ('caf\u00e9', '"caf\\xc3\\xa9"'),
+        ('na\u00efve', '"na\\xc3\\xafve"'),
     ],
 )
 def test_valkey_quote(raw: str, quoted: str) -> None:
