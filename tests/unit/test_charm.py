@@ -609,3 +609,71 @@ def test_data_dir_is_handed_to_the_workload_user(
     assert ['chown', '999:999', '/var/lib/valkey'] in [
         e.command for e in ctx.exec_history['valkey']
     ]
+
+
+# ------------------------------------------------------- the shared secret
+
+
+def test_a_stale_published_secret_id_falls_back_to_the_label(ctx: Ctx, fs: UnitFilesystem) -> None:
+    """The previous leader published an id that no longer exists: the label still finds it."""
+    secret = testing.Secret({'password': 'q' * 48}, owner='app', label='admin-password')
+    stale = make_peer_relation(
+        app_data={
+            'leader-unit': f'"{unit_name(1)}"',
+            'leader-address': '"old-leader.example"',
+            'password-secret-id': '"secret:0000000000000000000a"',
+            'password-generation': '3',
+        }
+    )
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs, relations={stale}, secrets={secret}))
+    assert out.secrets == frozenset({secret})
+    assert peer_app_data(out)['password-secret-id'] == f'"{secret.id}"'
+    assert peer_app_data(out)['password-generation'] == '3'
+    assert f'requirepass "{"q" * 48}"' in fs.read_config()
+
+
+def test_a_follower_that_cannot_read_the_secret_waits(tmp_path: Path) -> None:
+    leader = deploy_leader(make_context(tmp_path, 0), make_filesystem(tmp_path, 0))
+    fs = make_filesystem(tmp_path, 1)
+    ctx = make_context(tmp_path, 1)
+    state = hand_over(leader, to_unit=1, leader=False, container=make_container(fs))
+
+    out = ctx.run(ctx.on.config_changed(), rerun(state, secrets=frozenset[testing.Secret]()))
+
+    assert out.unit_status == ops.WaitingStatus('waiting for access to the password secret')
+    assert not fs.config_file.exists()
+
+
+def test_a_follower_waits_while_the_secret_has_no_password(tmp_path: Path) -> None:
+    leader = deploy_leader(make_context(tmp_path, 0), make_filesystem(tmp_path, 0))
+    secret = password_secret(leader)
+    emptied = dataclasses.replace(
+        secret, tracked_content={'other': 'x'}, latest_content={'other': 'x'}
+    )
+    fs = make_filesystem(tmp_path, 1)
+    ctx = make_context(tmp_path, 1)
+    state = hand_over(leader, to_unit=1, leader=False, container=make_container(fs))
+
+    out = ctx.run(ctx.on.config_changed(), rerun(state, secrets={emptied}))
+
+    assert out.unit_status == ops.WaitingStatus(
+        'waiting for the leader to repair the password secret'
+    )
+
+
+def test_other_secrets_removal_is_left_alone(ctx: Ctx, fs: UnitFilesystem) -> None:
+    state = deploy_leader(ctx, fs)
+    other = testing.Secret({'token': 'x'}, owner='app', label='something-else')
+    ctx.run(ctx.on.secret_remove(other, revision=1), rerun(state, secrets={*state.secrets, other}))
+    assert ctx.removed_secret_revisions == []
+
+
+def test_missing_data_dir_is_created_for_the_workload_user(ctx: Ctx, tmp_path: Path) -> None:
+    fs = make_filesystem(tmp_path)
+    container = make_container(
+        fs, mounts={'etc': testing.Mount(location='/etc/valkey', source=fs.etc)}
+    )
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs, containers={container}))
+    assert 'chown' not in [e.command[0] for e in ctx.exec_history.get('valkey', [])]
+    assert (out.get_container('valkey').get_filesystem(ctx) / 'var/lib/valkey').is_dir()
+    assert out.unit_status == ops.ActiveStatus('primary')
