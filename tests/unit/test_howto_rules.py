@@ -17,9 +17,9 @@ from ops import testing
 from charm import ValkeyLeaderCharm
 
 from .conftest import (
-    UnitFilesystem,
     APP,
     PEERS,
+    UnitFilesystem,
     hand_over,
     leader_state,
     make_container,
