@@ -20,6 +20,7 @@ A reference for handling leadership in a charm; it follows the ops how-to
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Final
 
@@ -464,48 +465,50 @@ class ValkeyLeaderCharm(ops.CharmBase):
     # ------------------------------------------------------------------ status
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
-        for fault in self._faults:
-            event.add_status(fault)
+        for status in self._unit_statuses:
+            event.add_status(status)
+
+    def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
+        # Runs on the leader only. The application is as healthy as its primary,
+        # and additionally needs the peer relation for its replicas to follow.
+        for status in self._unit_statuses:
+            if isinstance(status, ops.ActiveStatus):
+                event.add_status(ops.ActiveStatus(f'primary is {self.unit.name}'))
+            else:
+                event.add_status(status)
+        if self.model.get_relation(PEER_ENDPOINT) is None:
+            event.add_status(ops.WaitingStatus(f'waiting for the {PEER_ENDPOINT} relation'))
+
+    @functools.cached_property
+    def _unit_statuses(self) -> list[ops.StatusBase]:
+        """Why this unit is, or is not yet, serving in its role.
+
+        Computed once, when the collect-status events run at the end of the
+        hook (app status first, on the leader, then unit status).
+        """
         if self._faults:
             # What went wrong in this hook says more than the state it left behind.
-            return
+            return self._faults
         assessment = self._assessment
         if assessment is None:
             # This hook ran no reconcile (an event we do not act on): assess the
             # same inputs the reconcile would have used.
             assessment = self._workload_settings(leader_password=None)
         if isinstance(assessment, ops.StatusBase):
-            event.add_status(assessment)
-            return
+            return [assessment]
         if not self.container.can_connect():
-            event.add_status(ops.WaitingStatus('waiting for Pebble in the valkey container'))
-            return
+            return [ops.WaitingStatus('waiting for Pebble in the valkey container')]
         try:
             running = self.container.get_service(valkey.SERVICE).is_running()
         except (ops.ModelError, ops.pebble.Error):
             running = False
         if not running:
-            event.add_status(ops.MaintenanceStatus('starting valkey'))
+            return [ops.MaintenanceStatus('starting valkey')]
         if assessment.is_primary:
-            event.add_status(ops.ActiveStatus('primary'))
-        else:
-            record = self._published_record()
-            leader = record.unit if isinstance(record, LeaderRecord) else 'the leader'
-            event.add_status(ops.ActiveStatus(f'replica of {leader}'))
-
-    def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
-        # Runs on the leader only. The app is as healthy as its primary.
-        try:
-            self.load_config(CharmConfig)
-        except ValueError as e:
-            event.add_status(ops.BlockedStatus(f'invalid config: {e}'))
-        for fault in self._faults:
-            event.add_status(fault)
-        if isinstance(self._assessment, ops.BlockedStatus):
-            event.add_status(self._assessment)
-        if self.model.get_relation(PEER_ENDPOINT) is None:
-            event.add_status(ops.WaitingStatus(f'waiting for the {PEER_ENDPOINT} relation'))
-        event.add_status(ops.ActiveStatus(f'primary is {self.unit.name}'))
+            return [ops.ActiveStatus('primary')]
+        record = self._published_record()
+        leader = record.unit if isinstance(record, LeaderRecord) else 'the leader'
+        return [ops.ActiveStatus(f'replica of {leader}')]
 
 
 if __name__ == '__main__':  # pragma: nocover

@@ -554,6 +554,8 @@ def test_pebble_not_ready_waits_and_writes_nothing(ctx: Ctx, fs: UnitFilesystem)
     out = ctx.run(ctx.on.config_changed(), state)
     assert not fs.config_file.exists()
     assert out.unit_status == ops.WaitingStatus('waiting for Pebble in the valkey container')
+    # The application is only as ready as its primary.
+    assert out.app_status == out.unit_status
     # The leader duties do not wait for Pebble: peers can already follow.
     assert peer_app_data(out)['leader-unit'] == f'"{unit_name(0)}"'
 
