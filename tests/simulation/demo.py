@@ -1,0 +1,276 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""Watch a leadership change, without a cluster: ``tox -e demo``.
+
+Three units of the real charm (run by ops.testing) and three real
+``valkey-server`` processes on 127.0.0.1, driven in Juju's event order by
+``driver.py``. Narrates three scenarios: deploy, the leader goes away and
+Juju elects another unit, ``rotate-password``. Exits non-zero if the
+application does not converge or a check fails. Never prints a password:
+the demo checks its own output for every revision of it before it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis.exceptions
+
+from ..workload import valkey_server
+from ..workload.charm_unit import APP, MODEL, unit_name
+from .driver import Application, Hook, Settled, UnitView
+
+KEYS = 20
+
+
+class Narrator:
+    """Prints the timeline, and keeps a copy to check that no password was printed."""
+
+    def __init__(self, *, verbose: bool) -> None:
+        self.verbose = verbose
+        self.transcript = io.StringIO()
+        self._checks: list[Hook] = []
+
+    def say(self, text: str = '') -> None:
+        print(text, flush=True)
+        self.transcript.write(text + '\n')
+
+    def hook(self, hook: Hook) -> None:
+        if hook.check and not hook.changed and not self.verbose:
+            self._checks.append(hook)
+            return
+        self._flush_checks()
+        lead = 'leader' if hook.leader else ''
+        self.say(f'  #{hook.number:<3} {short(hook.unit):<7} {lead:<6} {hook.event}')
+        pad = ' ' * 20
+        if hook.published:
+            self.say(f'{pad}published in the peer app databag: {published(hook)}')
+        if hook.wrote:
+            self.say(f'{pad}wrote /etc/valkey/valkey.conf: {hook.wrote}')
+        if hook.workload:
+            self.say(f'{pad}{hook.workload}')
+        self.say(f'{pad}status: {hook.status.name}: {hook.status.message}')
+
+    def _flush_checks(self) -> None:
+        if self._checks:
+            units = ', '.join(short(h.unit) for h in self._checks)
+            first, last = self._checks[0].number, self._checks[-1].number
+            self.say(f'  #{first}-{last} update-status on {units}: nothing changed')
+            self._checks.clear()
+
+    def settled(self, settled: Settled) -> None:
+        self._flush_checks()
+        self.say(
+            f'  => converged: {settled.hooks} hooks in {settled.rounds} rounds, '
+            f'then {settled.checks} update-status hooks changed nothing'
+        )
+
+    def table(self, views: list[UnitView]) -> None:
+        rows = [('unit', 'role', 'replicating from', 'link', 'keys', 'juju status')]
+        for v in views:
+            unit = v.unit + (' *' if v.leader else '')
+            keys = '-' if v.keys is None else str(v.keys)
+            rows.append((unit, v.role, v.replicating_from or '-', v.link or '-', keys, v.status))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        self.say()
+        for row in rows:
+            self.say(
+                '  '
+                + '  '.join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            )
+        self.say('  (* = Juju leader; role, source, link and keys are what each server reports)')
+        self.say()
+
+
+def short(unit: str) -> str:
+    return 'unit/' + unit.rsplit('/', 1)[1]
+
+
+def published(hook: Hook) -> str:
+    shown = ('leader-unit', 'password-generation', 'primary-service-selects')
+    parts = [f'{key}={json.loads(hook.published[key])}' for key in shown if key in hook.published]
+    others = sorted(set(hook.published) - set(shown))
+    if others:
+        parts.append('and ' + ', '.join(others))
+    return ' '.join(parts)
+
+
+def wait_everywhere(app: Application, items: dict[str, str]) -> float:
+    """Seconds until every live unit's server holds every key."""
+    start = time.monotonic()
+    password = app.password()
+    for unit in app.live_units():
+
+        def holds(server: valkey_server.ValkeyServer = unit.server) -> bool | None:
+            with server.client(password) as client:
+                return True if all(client.get(k) == v for k, v in items.items()) else None
+
+        valkey_server.eventually(holds, timeout=30, what=f'keys on {unit.name}')
+    return time.monotonic() - start
+
+
+def wait_in_sync(app: Application) -> list[UnitView]:
+    def synced() -> list[UnitView] | None:
+        views = app.observe()
+        live = [v for v in views if v.role != 'down']
+        return views if all(v.role == 'primary' or v.link == 'up' for v in live) else None
+
+    return valkey_server.eventually(synced, timeout=30, what='replicas in sync')
+
+
+def check(condition: bool, what: str) -> None:
+    """Fail the demo (exit 1) unless ``condition`` holds."""
+    if not condition:
+        raise AssertionError(what)
+
+
+@dataclasses.dataclass
+class Demo:
+    """The three scenarios, on one application, one after the other."""
+
+    app: Application
+    narrator: Narrator
+    written: dict[str, str] = dataclasses.field(default_factory=dict[str, str])
+    """Every key written so far, on whichever unit was primary."""
+
+    def say(self, text: str = '') -> None:
+        self.narrator.say(text)
+
+    def write_keys(self, unit_id: int, prefix: str) -> None:
+        items = {f'{prefix}:{i}': f'{prefix} value {i}' for i in range(KEYS)}
+        with self.app.server(unit_id).client(self.app.password()) as client:
+            for key, value in items.items():
+                client.set(key, value)
+        self.written.update(items)
+        seconds = wait_everywhere(self.app, self.written)
+        self.say(
+            f'  wrote {KEYS} keys on unit/{unit_id}: all {len(self.written)} keys written so far '
+            f'are on every live unit after {seconds:.1f} s'
+        )
+
+    def show_primary(self, leader_id: int) -> None:
+        views = wait_in_sync(self.app)
+        leader = unit_name(leader_id)
+        live = [v for v in views if v.role != 'down']
+        primaries = [v.unit for v in live if v.role == 'primary']
+        check(primaries == [leader], f'{leader} is the only primary (primaries: {primaries})')
+        for v in live:
+            if v.unit != leader:
+                check(v.replicating_from == leader, f'{v.unit} replicates from {leader}')
+        self.narrator.table(views)
+
+    def deploy(self) -> Settled:
+        self.app.deploy(leader=0)
+        settled = self.app.settle()
+        self.narrator.settled(settled)
+        self.write_keys(0, 'deploy')
+        self.show_primary(0)
+        return settled
+
+    def leader_goes_away(self) -> Settled:
+        password = self.app.password()
+        self.say('  unit/0 goes away: its server is stopped, it leaves the peer relation')
+        self.app.remove_unit(0)
+        self.app.elect(1)
+        settled = self.app.settle()
+        self.narrator.settled(settled)
+        check(self.app.password() == password, 'the password did not change')
+        self.say('  the password did not change (same secret, same revision)')
+        seconds = wait_everywhere(self.app, self.written)
+        self.say(f'  every key written on unit/0 is on both live units ({seconds:.1f} s)')
+        self.write_keys(1, 'new-leader')
+        self.show_primary(1)
+        return settled
+
+    def rotate_password(self) -> Settled:
+        old = self.app.password()
+        results = self.app.run_action(1, 'rotate-password')
+        self.say(f'  action result: {results["result"]} (secret {results["secret-id"]})')
+        settled = self.app.settle()
+        self.narrator.settled(settled)
+        new = self.app.password()
+        check(old != new, 'the password changed')
+        for unit in self.app.live_units():
+            with unit.server.client(new) as client:
+                check(client.ping(), f'{unit.name} accepts the new password')
+            with unit.server.client(old) as client:
+                try:
+                    client.ping()
+                except redis.exceptions.AuthenticationError:
+                    continue
+                raise AssertionError(f'{unit.name} still accepts the old password')
+        self.say('  every live server refuses the old password and accepts the new one')
+        self.write_keys(1, 'rotated')
+        self.show_primary(1)
+        return settled
+
+
+def run(workdir: Path, narrator: Narrator) -> list[tuple[str, Settled, float]]:
+    say = narrator.say
+    say(f'{APP}: 3 units of the charm (ops.testing) in model "{MODEL.name}", each')
+    say(f'with a real valkey-server {valkey_server.version()} on 127.0.0.1. One line per hook:')
+    say('its number, the unit, whether it leads, the event; then what it changed.')
+    say("A follower's file names the leader by its Kubernetes DNS name; the driver")
+    say("starts its server with --replicaof 127.0.0.1 <that unit's port> instead.")
+    say()
+    timings: list[tuple[str, Settled, float]] = []
+    passwords: set[str] = set()
+    with Application(workdir, on_hook=narrator.hook) as app:
+        demo = Demo(app, narrator)
+        scenarios: list[tuple[str, Callable[[], Settled]]] = [
+            ('1. juju deploy valkey-leader-k8s -n 3', demo.deploy),
+            ('2. the leader goes away; Juju elects unit/1', demo.leader_goes_away),
+            ('3. juju run valkey-leader-k8s/1 rotate-password', demo.rotate_password),
+        ]
+        for title, scenario in scenarios:
+            say(f'=== {title} ' + '=' * max(3, 75 - len(title)))
+            passwords.update(app.password_revisions().values() if app.secrets else ())
+            start = time.monotonic()
+            settled = scenario()
+            timings.append((title, settled, time.monotonic() - start))
+            passwords.update(app.password_revisions().values())
+    # The transcript is the demo's whole output: not one password in it.
+    transcript = narrator.transcript.getvalue()
+    check(not any(p in transcript for p in passwords), 'no password was printed')
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument('-v', '--verbose', action='store_true', help='show every update-status')
+    args = parser.parse_args(argv)
+    narrator = Narrator(verbose=args.verbose)
+    start = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix='valkey-demo-') as tmp:
+            timings = run(Path(tmp), narrator)
+    except (AssertionError, TimeoutError, valkey_server.ServerError) as e:
+        print(f'\nDEMO FAILED: {type(e).__name__}: {e}', file=sys.stderr)
+        return 1
+    wall = time.monotonic() - start
+    narrator.say('=== Summary ' + '=' * 68)
+    for title, settled, seconds in timings:
+        narrator.say(
+            f'  {title:<48} {settled.hooks:>2} hooks  {settled.rounds:>2} rounds  '
+            f'(+{settled.checks} checks)  {seconds:5.1f} s'
+        )
+    hooks = sum(settled.hooks for _, settled, _ in timings)
+    checks = sum(settled.checks for _, settled, _ in timings)
+    narrator.say(
+        f'  total: {hooks} hooks (+{checks} update-status checks), wall time {wall:.1f} s'
+    )
+    narrator.say('  no password was printed: the demo checked its own output')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,643 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""A deterministic, single-process stand-in for Juju running a 3-unit application.
+
+Test code only: the charm does not know it exists. Each unit is the real
+charm run by ops.testing (one ``Context`` and one ``State`` per unit, see
+``tests/workload/charm_unit.py``) and one real ``valkey-server`` started from
+the file the charm pushed into that unit's container.
+
+What the driver holds, as Juju would:
+
+* the peer relation's **application databag**, one for the application; only
+  the leader's hooks can change it (ops.testing refuses a write from any other
+  unit), and when a leader's hook changed it, every other unit in the relation
+  gets ``valkey-peers-relation-changed``;
+* the application's **secrets** and their revisions: the latest content, as
+  the owner (the leader) left it, and which revision each unit tracks. A unit
+  sees a new revision only when it reads with ``refresh=True``. Once no unit
+  tracks an old revision, the leader gets ``secret-remove`` for it;
+* who is **leader**, and the **config**, which is the application's;
+* one **event queue** per unit, delivered in the order Juju uses:
+
+  - deploy (and a unit coming back): ``install``, ``valkey-peers-relation-created``,
+    ``leader-elected`` (the leader only), ``config-changed``, ``start``,
+    ``valkey-pebble-ready`` (Pebble answers from then on);
+  - ``juju config``: ``config-changed`` on every unit;
+  - a unit going away: ``valkey-peers-relation-departed`` on the others;
+  - Juju electing another leader: ``leader-elected`` on it.
+
+  Events the charm does not act on and that carry no state it uses are left
+  out: ``storage-attached``, ``leader-settings-changed`` (deprecated, not
+  observed), and ``relation-joined`` with the peers' empty unit databags.
+
+Rounds: each round delivers the next queued event of every unit that has one,
+in unit order, as Juju runs units concurrently. When no event is left, every
+unit gets ``update-status``; if none of those changes anything (no file
+pushed, no server restarted, no databag or secret write, no event queued), the
+application has converged. A bound on rounds turns a loop into a failure.
+
+Addresses: a follower's file says ``replicaof <leader pod>.<app>-endpoints.
+<model>.svc.cluster.local 6379``. Each unit's server listens on its own free
+port on 127.0.0.1; the driver maps the DNS name in the file to that port and
+passes ``--replicaof 127.0.0.1 <port>`` on the command line, which overrides
+the file's line (see ``tests/workload/valkey_server.py``).
+
+Workload: after every hook, if the charm's Pebble plan runs the ``valkey``
+service, the unit's server is started if it is not running, and restarted
+if the charm pushed a different file since it started: what Pebble does on
+``replan``/``restart``, with the real file.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import ops
+from ops import testing
+
+import primary_service
+
+from ..fake_kubernetes import FakeKubernetes
+from ..workload.charm_unit import (
+    MODEL,
+    PEER_RELATION_ID,
+    CharmUnit,
+    ConfigValues,
+    peer_relation,
+    unit_dns_name,
+    unit_name,
+)
+from ..workload.valkey_server import ValkeyServer
+
+MAX_ROUNDS: Final = 30
+PASSWORD_LABEL: Final = 'admin-password'
+
+DEPLOY_EVENTS: Final = ('install', 'relation-created', 'config-changed', 'start', 'pebble-ready')
+
+
+class NotConvergedError(AssertionError):
+    """The units kept changing things for longer than the bound on rounds."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """An event queued for one unit."""
+
+    kind: str
+    remote: int | None = None
+    """The other unit of a relation event."""
+    revision: int | None = None
+    """The revision of a secret-remove event."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+    """What one dispatched hook did, as the narration shows it. Never a password."""
+
+    number: int
+    unit: str
+    event: str
+    leader: bool
+    status: ops.StatusBase
+    published: Mapping[str, str]
+    """Keys of the peer app databag this hook changed, with their new values."""
+    wrote: str | None
+    """``primary`` or the ``replicaof`` line, when the charm pushed a new file."""
+    workload: str | None
+    """``started``/``restarted`` and the command-line mapping, when the server was."""
+    file_role: str | None
+    """What the unit's file on disk makes it after the hook, in the words of its
+    status: ``primary`` or ``replica of <unit>``; ``None`` before the first file."""
+    check: bool
+    """An ``update-status`` of the convergence check."""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.published or self.wrote or self.workload)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settled:
+    """How the application got to a state where no unit changes anything."""
+
+    hooks: int
+    """Hooks (and actions) dispatched since the previous settle, check excluded."""
+    rounds: int
+    checks: int
+    """``update-status`` hooks that proved nothing changes any more."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitView:
+    """One unit as its running server and its charm describe it."""
+
+    unit: str
+    leader: bool
+    role: str
+    """``primary`` or ``replica`` (from ``INFO replication``), or ``down``."""
+    replicating_from: str | None
+    """The unit whose server this one replicates from (by its port)."""
+    link: str | None
+    """``master_link_status`` of a replica: ``up`` once in sync."""
+    keys: int | None
+    status: str
+    """The unit status the charm set, as ``juju status`` shows it."""
+
+
+@dataclasses.dataclass
+class SimUnit:
+    """One unit: its charm, its last output State, its queue and its server."""
+
+    charm: CharmUnit
+    server: ValkeyServer
+    leader: bool = False
+    alive: bool = True
+    in_relation: bool = False
+    pebble_up: bool = False
+    state: testing.State | None = None
+    queue: collections.deque[Pending] = dataclasses.field(
+        default_factory=collections.deque[Pending]
+    )
+    tracked: dict[str, int] = dataclasses.field(default_factory=dict[str, int])
+    """The revision of each app secret this unit tracks."""
+    file_seen: str | None = None
+    """The unit's config file as the previous hook left it."""
+
+    @property
+    def unit_id(self) -> int:
+        return self.charm.unit_id
+
+    @property
+    def name(self) -> str:
+        return self.charm.name
+
+
+@dataclasses.dataclass
+class AppSecret:
+    """An application secret as Juju holds it: every revision, and its metadata."""
+
+    id: str
+    label: str | None
+    description: str | None
+    revisions: dict[int, dict[str, str]]
+
+    @property
+    def latest(self) -> int:
+        return max(self.revisions)
+
+
+class Application:
+    """A 3-unit (by default) application of the charm, driven like Juju drives it."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        units: int = 3,
+        config: ConfigValues | None = None,
+        on_hook: Callable[[Hook], None] | None = None,
+        max_rounds: int = MAX_ROUNDS,
+    ) -> None:
+        self.workdir = workdir
+        self.config: dict[str, str | int | float | bool] = dict(config or {})
+        self.app_data: dict[str, str] = {}
+        self.secrets: dict[str, AppSecret] = {}
+        self.hooks: list[Hook] = []
+        self.on_hook = on_hook
+        self.max_rounds = max_rounds
+        self.kubernetes = FakeKubernetes()
+        self._since_settle = 0
+        self.units: dict[int, SimUnit] = {}
+        for unit_id in range(units):
+            root = workdir / f'unit-{unit_id}'
+            charm = CharmUnit(unit_id, root)
+            server = ValkeyServer(
+                charm.config_file,
+                data_dir=charm.data_dir,
+                log_file=root / 'valkey.log',
+            )
+            self.units[unit_id] = SimUnit(charm=charm, server=server)
+        self._exit = contextlib.ExitStack()
+
+    # --------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> Application:
+        # The leader's Kubernetes calls (the <app>-primary Service) reach a
+        # fake API server instead of a cluster.
+        original = primary_service.make_client
+        primary_service.make_client = self.kubernetes.make_client
+        self._exit.callback(setattr, primary_service, 'make_client', original)
+        for unit in self.units.values():
+            self._exit.callback(unit.server.stop)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every server this application started, and restore the Kubernetes client."""
+        self._exit.close()
+
+    # ------------------------------------------------------- what Juju is told
+
+    def deploy(self, *, leader: int = 0) -> None:
+        """``juju deploy -n 3``: every unit starts, and Juju elects ``leader``."""
+        for unit in self.units.values():
+            unit.leader = unit.unit_id == leader
+            for kind in DEPLOY_EVENTS:
+                unit.queue.append(Pending(kind))
+                if kind == 'relation-created' and unit.leader:
+                    unit.queue.append(Pending('leader-elected'))
+
+    def configure(self, **options: str | None) -> None:
+        """``juju config``: ``None`` resets an option to its default."""
+        for key, value in options.items():
+            option = key.replace('_', '-')
+            if value is None:
+                self.config.pop(option, None)
+            else:
+                self.config[option] = value
+        for unit in self.live_units():
+            unit.queue.append(Pending('config-changed'))
+
+    def remove_unit(self, unit_id: int) -> None:
+        """The unit's pod goes away: its server stops, it leaves the peer relation."""
+        gone = self.units[unit_id]
+        gone.server.stop()
+        gone.alive = gone.in_relation = gone.leader = gone.pebble_up = False
+        gone.queue.clear()
+        for unit in self.live_units():
+            if unit.in_relation:
+                unit.queue.append(Pending('relation-departed', remote=unit_id))
+
+    def elect(self, unit_id: int) -> None:
+        """Juju makes ``unit_id`` the leader (after the old leader's lease ran out)."""
+        for unit in self.units.values():
+            unit.leader = unit.unit_id == unit_id
+        self.units[unit_id].queue.append(Pending('leader-elected'))
+
+    def rejoin(self, unit_id: int) -> None:
+        """The unit comes back with its storage, like a StatefulSet pod with its PVC.
+
+        The container's filesystem is new (``/etc/valkey`` is empty) and so is
+        its Pebble plan; ``/var/lib/valkey`` (the ``data`` storage) still holds
+        the unit's last RDB snapshot. The charm sees a new unit agent.
+        """
+        unit = self.units[unit_id]
+        shutil.rmtree(unit.charm.etc_dir)
+        unit.charm.etc_dir.mkdir()
+        unit.alive, unit.state, unit.pebble_up, unit.leader = True, None, False, False
+        unit.tracked.clear()
+        unit.file_seen = None
+        unit.queue.extend(Pending(kind) for kind in DEPLOY_EVENTS)
+
+    def run_action(self, unit_id: int, action: str) -> dict[str, object]:
+        """``juju run <unit> <action>``; raises ``testing.ActionFailed`` like Juju reports it."""
+        unit = self.units[unit_id]
+        self._dispatch(unit, Pending(action))
+        return dict(unit.charm.ctx.action_results or {})
+
+    # ------------------------------------------------------------ convergence
+
+    def settle(self) -> Settled:
+        """Deliver events until no unit changes anything.
+
+        Raises:
+            NotConvergedError: if that takes more than ``max_rounds`` rounds.
+        """
+        checks = 0
+        for round_number in range(1, self.max_rounds + 1):
+            pending = [unit for unit in self.live_units() if unit.queue]
+            if pending:
+                for unit in pending:
+                    self._dispatch(unit, unit.queue.popleft())
+                continue
+            # Nothing queued: would anything change if Juju woke every unit up?
+            quiet = True
+            for unit in self.live_units():
+                hook = self._dispatch(unit, Pending('update-status'), check=True)
+                checks += 1
+                quiet = quiet and not hook.changed
+            quiet = quiet and not any(unit.queue for unit in self.live_units())
+            if quiet:
+                settled = Settled(hooks=self._since_settle, rounds=round_number, checks=checks)
+                self._since_settle = 0
+                return settled
+        raise NotConvergedError(
+            f'no convergence after {self.max_rounds} rounds; last hooks: '
+            + '; '.join(f'{h.unit} {h.event}' for h in self.hooks[-6:])
+        )
+
+    # ------------------------------------------------------------------ views
+
+    def live_units(self) -> list[SimUnit]:
+        return [unit for unit in self.units.values() if unit.alive]
+
+    def server(self, unit_id: int) -> ValkeyServer:
+        return self.units[unit_id].server
+
+    def password(self) -> str:
+        """The latest password in the app secret (for the tests' clients only)."""
+        secret = self._password_secret()
+        return secret.revisions[secret.latest]['password']
+
+    def password_revisions(self) -> dict[int, str]:
+        """Every revision of the password Juju still holds."""
+        secret = self._password_secret()
+        return {rev: content['password'] for rev, content in secret.revisions.items()}
+
+    def _password_secret(self) -> AppSecret:
+        (secret,) = [s for s in self.secrets.values() if s.label == PASSWORD_LABEL]
+        return secret
+
+    def status(self, unit_id: int) -> ops.StatusBase | None:
+        state = self.units[unit_id].state
+        return unit_status(state) if state is not None else None
+
+    def port_of(self, dns_name: str) -> int:
+        """Where a unit's DNS name points in this simulation: its server's loopback port."""
+        for unit in self.units.values():
+            if unit_dns_name(unit.unit_id) == dns_name:
+                return unit.server.port
+        raise KeyError(f'no unit is called {dns_name}')
+
+    def unit_of_port(self, port: int) -> str | None:
+        for unit in self.units.values():
+            if unit.server.port == port:
+                return unit.name
+        return None
+
+    def observe(self) -> list[UnitView]:
+        """Each unit as its real server reports it (``INFO replication``, ``DBSIZE``)."""
+        views: list[UnitView] = []
+        password = self.password()
+        for unit in self.units.values():
+            status = self.status(unit.unit_id)
+            said = f'{status.name}: {status.message}' if status is not None else '-'
+            if not unit.alive:
+                views.append(UnitView(unit.name, unit.leader, 'down', None, None, None, 'removed'))
+                continue
+            if not unit.server.running:
+                views.append(UnitView(unit.name, unit.leader, 'down', None, None, None, said))
+                continue
+            with unit.server.client(password) as client:
+                info = client.replication()
+                keys = client.dbsize()
+            primary = info.get('role') == 'master'
+            source = None if primary else self.unit_of_port(int(info.get('master_port', 0)))
+            link = None if primary else info.get('master_link_status')
+            role = 'primary' if primary else 'replica'
+            views.append(UnitView(unit.name, unit.leader, role, source, link, keys, said))
+        return views
+
+    # --------------------------------------------------------------- dispatch
+
+    def _dispatch(self, unit: SimUnit, pending: Pending, *, check: bool = False) -> Hook:
+        if pending.kind == 'pebble-ready':
+            unit.pebble_up = True
+        if pending.kind == 'relation-created':
+            unit.in_relation = True
+        state_in = self._input_state(unit)
+        removed_before = len(unit.charm.ctx.removed_secret_revisions)
+        failure: testing.ActionFailed | None = None
+        try:
+            state_out = self._run_charm(unit, pending, state_in)
+        except testing.ActionFailed as e:
+            # A failed action still ran in a hook: keep what it did, then report it.
+            if not isinstance(e.state, testing.State):
+                raise
+            failure, state_out = e, e.state
+        published = self._take_outputs(unit, state_out, removed_before)
+        wrote, workload = self._sync_workload(unit, state_out)
+        self._queue_secret_removals()
+        event = pending.kind
+        if pending.remote is not None:
+            event += f' ({unit_name(pending.remote)})'
+        if pending.revision is not None:
+            event += f' (revision {pending.revision})'
+        hook = Hook(
+            number=len(self.hooks) + 1,
+            unit=unit.name,
+            event=event,
+            leader=unit.leader,
+            status=unit_status(state_out),
+            published=published,
+            wrote=wrote,
+            workload=workload,
+            file_role=self._file_role(unit),
+            check=check,
+        )
+        self.hooks.append(hook)
+        if not check:
+            self._since_settle += 1
+        if self.on_hook is not None:
+            self.on_hook(hook)
+        if failure is not None:
+            raise failure
+        return hook
+
+    def _file_role(self, unit: SimUnit) -> str | None:
+        text = unit.charm.read_config()
+        if text is None:
+            return None
+        host = replicaof_host(text)
+        if host is None:
+            return 'primary'
+        (source,) = [u.name for u in self.units.values() if unit_dns_name(u.unit_id) == host]
+        return f'replica of {source}'
+
+    def _input_state(self, unit: SimUnit) -> testing.State:
+        """What Juju shows ``unit`` now: leadership, config, the databag, secrets, Pebble."""
+        relations: list[testing.PeerRelation] = []
+        if unit.in_relation:
+            peers = [u.unit_id for u in self.units.values() if u.in_relation]
+            relations.append(peer_relation(unit.unit_id, self.app_data, peers))
+        if unit.state is None:
+            container = unit.charm.container(can_connect=unit.pebble_up)
+            return testing.State(
+                leader=unit.leader,
+                model=MODEL,
+                config=dict(self.config),
+                relations=relations,
+                secrets=self._secrets_seen_by(unit),
+                containers={container},
+            )
+        # Pebble keeps its plan and services between hooks; the rest is Juju's.
+        container = dataclasses.replace(
+            unit.state.get_container('valkey'), can_connect=unit.pebble_up
+        )
+        return dataclasses.replace(
+            unit.state,
+            leader=unit.leader,
+            config=dict(self.config),
+            relations=frozenset(relations),
+            secrets=self._secrets_seen_by(unit),
+            containers=frozenset({container}),
+        )
+
+    def _secrets_seen_by(self, unit: SimUnit) -> frozenset[testing.Secret]:
+        """Each app secret with the revision ``unit`` tracks, and the latest one."""
+        seen: set[testing.Secret] = set()
+        for secret in self.secrets.values():
+            # A unit that never read the secret gets the latest revision on first read.
+            tracked = unit.tracked.get(secret.id, secret.latest)
+            view = testing.Secret(
+                tracked_content=secret.revisions[tracked],
+                latest_content=secret.revisions[secret.latest],
+                id=secret.id,
+                owner='app',
+                label=secret.label,
+                description=secret.description,
+            )
+            # ops.testing keeps revision numbers outside the dataclass fields.
+            object.__setattr__(view, '_tracked_revision', tracked)
+            object.__setattr__(view, '_latest_revision', secret.latest)
+            seen.add(view)
+        return frozenset(seen)
+
+    def _run_charm(self, unit: SimUnit, pending: Pending, state: testing.State) -> testing.State:
+        """Run the unit's charm for one event, as Juju would dispatch it."""
+        ctx = unit.charm.ctx
+        on = ctx.on
+        kind = pending.kind
+        simple = {
+            'install': on.install,
+            'start': on.start,
+            'leader-elected': on.leader_elected,
+            'config-changed': on.config_changed,
+            'update-status': on.update_status,
+        }
+        if kind in simple:
+            return ctx.run(simple[kind](), state)
+        if kind == 'pebble-ready':
+            return ctx.run(on.pebble_ready(state.get_container('valkey')), state)
+        if kind == 'rotate-password':
+            return ctx.run(on.action(kind), state)
+        if kind == 'secret-remove':
+            (secret,) = [s for s in state.secrets if s.label == PASSWORD_LABEL]
+            return ctx.run(on.secret_remove(secret, revision=pending.revision or 0), state)
+        relation = state.get_relation(PEER_RELATION_ID)
+        if kind == 'relation-created':
+            return ctx.run(on.relation_created(relation), state)
+        if kind == 'relation-changed':
+            return ctx.run(on.relation_changed(relation, remote_unit=pending.remote), state)
+        if kind == 'relation-departed':
+            departed = on.relation_departed(
+                relation, remote_unit=pending.remote, departing_unit=pending.remote
+            )
+            return ctx.run(departed, state)
+        raise ValueError(f'the driver cannot deliver {kind!r}')
+
+    def _take_outputs(
+        self, unit: SimUnit, state: testing.State, removed_before: int
+    ) -> dict[str, str]:
+        """Keep the unit's output State; share what it wrote. Returns changed databag keys."""
+        unit.state = state
+        # Secrets: the leader's writes become the app's; every unit's tracking is its own.
+        for secret in state.secrets:
+            if secret.owner != 'app':
+                continue
+            latest: int = getattr(secret, '_latest_revision', 1)
+            tracked: int = getattr(secret, '_tracked_revision', latest)
+            known = self.secrets.get(secret.id)
+            if unit.leader:
+                if known is None:
+                    known = AppSecret(secret.id, secret.label, secret.description, {})
+                    self.secrets[secret.id] = known
+                known.label = secret.label
+                if latest not in known.revisions:
+                    known.revisions[latest] = dict(secret.latest_content)
+            unit.tracked[secret.id] = tracked
+        for revision in unit.charm.ctx.removed_secret_revisions[removed_before:]:
+            secret = self._password_secret()
+            del secret.revisions[revision]
+        # The peer app databag: only a leader's hook can have changed it.
+        published: dict[str, str] = {}
+        try:
+            relation = state.get_relation(PEER_RELATION_ID)
+        except KeyError:
+            return published
+        data = dict(relation.local_app_data)
+        if data == self.app_data:
+            return published
+        if not unit.leader:
+            raise AssertionError(f'{unit.name} is not the leader but changed the app databag')
+        published = {k: v for k, v in data.items() if self.app_data.get(k) != v}
+        self.app_data = data
+        for other in self.live_units():
+            if other is unit or not other.in_relation:
+                continue
+            # Juju folds a pending relation-changed into one: the unit reads the latest data.
+            change = Pending('relation-changed', remote=unit.unit_id)
+            if change not in other.queue:
+                other.queue.append(change)
+        return published
+
+    def _queue_secret_removals(self) -> None:
+        """Juju tells the owner (the leader) when no unit tracks an old revision any more."""
+        for secret in self.secrets.values():
+            tracked = {
+                unit.tracked.get(secret.id) for unit in self.live_units() if unit.in_relation
+            }
+            for revision in sorted(secret.revisions):
+                if revision == secret.latest or revision in tracked:
+                    continue
+                removal = Pending('secret-remove', revision=revision)
+                for leader in (unit for unit in self.live_units() if unit.leader):
+                    if removal not in leader.queue:
+                        leader.queue.append(removal)
+
+    def _sync_workload(self, unit: SimUnit, state: testing.State) -> tuple[str | None, str | None]:
+        """Act as Pebble with a real server; say what the charm wrote and what was (re)started."""
+        text = unit.charm.read_config()
+        wrote = describe(text) if text is not None and text != unit.file_seen else None
+        unit.file_seen = text
+        service = state.get_container('valkey').service_statuses.get('valkey')
+        server = unit.server
+        if text is None or service != ops.pebble.ServiceStatus.ACTIVE:
+            return wrote, None
+        if server.running and text == server.config_text:
+            return wrote, None
+        replicaof = replicaof_host(text)
+        port = self.port_of(replicaof) if replicaof else None
+        action = 'restarted' if server.running else 'started'
+        server.restart(replicaof=port)
+        where = f'127.0.0.1:{server.port}'
+        if replicaof is not None:
+            where += f' --replicaof 127.0.0.1 {port} (= {replicaof.split(".")[0]})'
+        return wrote, f'{action} valkey-server on {where}'
+
+
+def unit_status(state: testing.State) -> ops.StatusBase:
+    """The unit status a hook left, as an ``ops`` status."""
+    status = state.unit_status
+    return ops.StatusBase.from_name(status.name, status.message)
+
+
+def replicaof_host(config_text: str) -> str | None:
+    """The host in a ``replicaof <host> <port>`` line, or ``None`` on a primary."""
+    for line in config_text.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == 'replicaof':
+            return words[1]
+    return None
+
+
+def describe(config_text: str) -> str:
+    """What a file makes the unit: ``primary``, or its ``replicaof`` line. Never the password."""
+    host = replicaof_host(config_text)
+    return 'primary (no replicaof line)' if host is None else f'replica: replicaof {host} 6379'
