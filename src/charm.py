@@ -61,6 +61,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
         framework.observe(self.on[PEER_ENDPOINT].relation_changed, self._on_change)
         # The leader can publish as soon as the peer relation exists.
         framework.observe(self.on[PEER_ENDPOINT].relation_created, self._on_change)
+        # When the leader's unit goes away, Juju may run relation-departed on
+        # the new leader before leader-elected: it already leads, so reconcile.
+        framework.observe(self.on[PEER_ENDPOINT].relation_departed, self._on_change)
         framework.observe(self.on.config_changed, self._on_change)
         framework.observe(self.on.valkey_pebble_ready, self._on_change)
         framework.observe(self.on.upgrade_charm, self._on_upgrade_charm)

@@ -43,8 +43,9 @@ _MEMORY_UNITS: Final = {
     'gb': 1024**3,
 }
 _MEMORY_SIZE = re.compile(r'(?P<number>[0-9]{1,20})(?P<unit>[kmg]?b?)', re.IGNORECASE)
-# Valkey stores maxmemory in an unsigned long long but parses it as a signed
-# 64-bit value; anything above this is refused at start-up.
+# Valkey accepts sizes up to 2**64 - 1 bytes but silently wraps a larger
+# number-times-unit product; capping at 2**63 - 1 keeps every accepted value
+# meaning what it says (and is far beyond any real memory).
 MAXMEMORY_LIMIT_BYTES: Final = 2**63 - 1
 
 # A Juju secret URI: "secret:<id>" or "secret://<model-uuid>/<id>", where Juju's

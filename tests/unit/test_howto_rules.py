@@ -194,3 +194,21 @@ def test_non_leaders_read_the_secret_by_the_published_id(tmp_path: Path) -> None
 
     assert out.secrets == frozenset({unlabelled}), 'the follower created no secret'
     assert f'masterauth "{secret.latest_content["password"]}"' in fs.read_config()
+
+
+def test_a_new_leader_acts_on_relation_departed_before_leader_elected(tmp_path: Path) -> None:
+    """Juju may tell the new leader that the old one departed before leader-elected."""
+    first_ctx = make_context(tmp_path, 0)
+    first = first_ctx.run(first_ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path)))
+    fs = make_filesystem(tmp_path, 1)
+    second_ctx = make_context(tmp_path, 1)
+    second_in = hand_over(first, to_unit=1, leader=True, container=make_container(fs))
+    relation = second_in.get_relations(PEERS)[0]
+
+    out = second_ctx.run(
+        second_ctx.on.relation_departed(relation, remote_unit=0, departing_unit=0), second_in
+    )
+
+    assert peer_app_data(out)['leader-unit'] == f'"{unit_name(1)}"'
+    assert 'replicaof' not in fs.read_config()
+    assert out.unit_status == ops.ActiveStatus('primary')
