@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
+import yaml
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 # What the charm needs at run time besides its dependencies. (charmcraft also
@@ -66,6 +67,12 @@ class PackedCharm:
         )
 
 
+def charm_binary_python_packages() -> list[str]:
+    """The packages charmcraft.yaml allows the charm plugin to install as wheels."""
+    charmcraft = yaml.safe_load((REPO_ROOT / 'charmcraft.yaml').read_text())
+    return list(charmcraft['parts']['charm'].get('charm-binary-python-packages', []))
+
+
 def _pip() -> list[str]:
     """pip for this interpreter, or uv's (tox-uv environments have no pip)."""
     if importlib.util.find_spec('pip') is not None:
@@ -97,12 +104,19 @@ def packed_charm(tmp_path_factory: pytest.TempPathFactory) -> PackedCharm:
     dispatch = root / 'dispatch'
     dispatch.write_text(DISPATCH)
     dispatch.chmod(0o755)
+    # As charmcraft's charm plugin installs: every package built from source
+    # (--no-binary=:all:, which also applies to build dependencies), except
+    # those listed in charm-binary-python-packages. A dependency whose source
+    # build needs a toolchain the build host lacks fails here, as it would there.
+    binary = ','.join(charm_binary_python_packages())
     install = subprocess.run(
         [
             *_pip(),
             'install',
             '--quiet',
             '--disable-pip-version-check',
+            '--no-binary=:all:',
+            f'--only-binary={binary}',
             '--target',
             str(root / 'venv'),
             '--requirement',
