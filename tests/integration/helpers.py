@@ -40,6 +40,7 @@ SECRET_KEY: Final = 'password'
 PUBLISHED_SECRET_ID_KEY: Final = 'password-secret-id'
 PRIMARY_SERVICE: Final = f'{APP}-primary'
 POD_NAME_LABEL: Final = 'statefulset.kubernetes.io/pod-name'
+APP_LABEL: Final = 'app.kubernetes.io/name'
 
 T = TypeVar('T')
 

@@ -23,6 +23,7 @@ import pytest
 
 from .helpers import (
     APP,
+    APP_LABEL,
     POD_NAME_LABEL,
     PRIMARY_SERVICE,
     Kubectl,
@@ -162,7 +163,7 @@ def test_leadership_change_moves_the_primary(juju: jubilant.Juju, kubectl: Kubec
     # names one pod, so it fails if the Service does not follow.
     wait_until(
         lambda: kubectl.service_selector(PRIMARY_SERVICE),
-        lambda selector: selector == {POD_NAME_LABEL: pod_name(old_leader)},
+        lambda selector: selector == {APP_LABEL: APP, POD_NAME_LABEL: pod_name(old_leader)},
         timeout=60,
         what=f'{PRIMARY_SERVICE} to select {pod_name(old_leader)}',
     )
@@ -175,7 +176,7 @@ def test_leadership_change_moves_the_primary(juju: jubilant.Juju, kubectl: Kubec
     assert status.apps[APP].units[old_leader].workload_status.message == f'replica of {new_leader}'
     wait_until(
         lambda: kubectl.service_selector(PRIMARY_SERVICE),
-        lambda selector: selector == {POD_NAME_LABEL: pod_name(new_leader)},
+        lambda selector: selector == {APP_LABEL: APP, POD_NAME_LABEL: pod_name(new_leader)},
         timeout=60,
         what=f'{PRIMARY_SERVICE} to select {pod_name(new_leader)}',
     )
