@@ -27,7 +27,7 @@ from typing import Final
 import ops
 
 import valkey
-from charm_config import CharmConfig
+from charm_config import CharmConfig, PasswordConfig
 from leadership import PEER_ENDPOINT, LeaderRecord, pod_name, unit_address
 
 logger = logging.getLogger(__name__)
@@ -43,8 +43,14 @@ class LeadershipLostError(Exception):
 class ValkeyLeaderCharm(ops.CharmBase):
     """Run Valkey with the Juju leader as primary and every other unit as its replica."""
 
+    # This unit's memory across hooks: the last options that were valid, so
+    # that a role change (a new leader) still reaches the config file while
+    # the user's current config is invalid. Never holds a password.
+    _stored = ops.StoredState()
+
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
+        self._stored.set_default(last_good_options={})
         self.container = self.unit.get_container(valkey.CONTAINER)
         # Faults met while acting in this hook (Pebble errors, lost leadership).
         # Juju starts a fresh process for every hook, so these never outlive the
@@ -102,15 +108,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 '`juju update-secret <your secret> password=...`, or unset admin-password first'
             )
             return
-        try:
-            secret_id = self._reconcile(rotate_password=True)
-        except LeadershipLostError:
-            event.fail(
-                'This unit lost leadership while rotating; run the action on the new leader'
-            )
-            return
+        secret_id = self._reconcile(rotate_password=True)
         if secret_id is None:
-            event.fail('The password could not be rotated; see `juju debug-log`')
+            reason = self._faults[-1].message if self._faults else 'see `juju debug-log`'
+            event.fail(f'The password was not rotated: {reason}')
             return
         # Never the password itself: action results are stored and shown by Juju.
         event.set_results(
@@ -133,12 +134,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
     ) -> str | None:
         """Bring this unit, and if it leads the application, in line with the inputs.
 
-        Returns the password secret's id when the leader duties ran.
-
-        Raises:
-            LeadershipLostError: only when ``rotate_password`` is set, so the
-                action can tell the user; otherwise a lost leadership is a fault
-                reported in the status and retried by the next event.
+        Returns the password secret's id if this unit performed the leader duties.
         """
         secret_id: str | None = None
         leader_password: str | None = None
@@ -153,13 +149,46 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 self._faults.append(
                     ops.WaitingStatus('lost leadership; waiting for the new leader')
                 )
-                if rotate_password:
-                    raise
                 return None
-        self._assessment = self._workload_settings(leader_password)
+            except ops.ModelError as e:
+                # A hook tool refused (secret or relation data): say so, retry later.
+                logger.error('Leader duties failed: %s', type(e).__name__)
+                self._faults.append(
+                    ops.WaitingStatus(f'leader duties failed ({type(e).__name__}); retrying')
+                )
+                return None
+        config, config_problem = self._applicable_config()
+        if config is None:
+            self._assessment = config_problem
+            return secret_id
+        if config_problem is None and config.workload_options != self._stored.last_good_options:
+            self._stored.last_good_options = config.workload_options
+        self._assessment = self._workload_settings(config, leader_password)
         if isinstance(self._assessment, valkey.ValkeySettings):
             self._configure_workload(self._assessment)
         return secret_id
+
+    def _applicable_config(self) -> tuple[CharmConfig | None, ops.BlockedStatus | None]:
+        """The config to apply, and why it is not the user's current one (if it is not).
+
+        While the current config is invalid the unit stays Blocked, but keeps
+        the last good options and the current password source: a leadership
+        change must still make a new primary, whatever typo is in the config.
+        """
+        try:
+            return self.load_config(CharmConfig), None
+        except ValueError as e:
+            problem = ops.BlockedStatus(f'invalid config: {e}')
+        last_good = dict(self._stored.last_good_options)
+        if not last_good:
+            return None, problem
+        try:
+            password_config = self.load_config(PasswordConfig)
+        except ValueError:
+            # The password source itself is invalid: guessing one would change
+            # the password. Keep the file as it is.
+            return None, problem
+        return CharmConfig(**last_good, admin_password=password_config.admin_password), problem
 
     # ----------------------------------------------------------- leader duties
 
@@ -221,6 +250,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 namespace=self.model.name,
                 leader_pod=pod,
                 port=valkey.PORT,
+                # The StatefulSet lookup may take seconds: an old leader must
+                # not overwrite what its successor just applied.
+                before_write=self._ensure_still_leader,
             )
         except primary_service.PrimaryServiceError as e:
             logger.warning('Could not point the primary Service at %s: %s', pod, e.message)
@@ -232,20 +264,26 @@ class ValkeyLeaderCharm(ops.CharmBase):
         return True
 
     def _ensure_password_secret(self, published: LeaderRecord | None) -> tuple[ops.Secret, str]:
-        """Find the app's password secret, or create it if this app has none yet."""
+        """Find the app's password secret, or create it if this app has none yet.
+
+        A new leader must reuse its predecessor's secret: a leadership change
+        never changes the password. The label, set when the secret was created,
+        is the app's own name for it and finds it from any unit of the app. The
+        id the previous leader published is the fallback (a secret created
+        without the label); finding it by id *and* label adopts the label.
+        """
         try:
-            if published is not None:
-                # A new leader looks up the secret its predecessor published,
-                # and labels it so that the label finds it from now on.
+            secret = self.model.get_secret(label=PASSWORD_SECRET_LABEL)
+        except ops.SecretNotFoundError:
+            secret = None
+        if secret is None and published is not None:
+            try:
                 secret = self.model.get_secret(
                     id=published.password_secret_id, label=PASSWORD_SECRET_LABEL
                 )
-            else:
-                secret = self.model.get_secret(label=PASSWORD_SECRET_LABEL)
-        except ops.SecretNotFoundError:
-            if published is not None:
-                # The published id is stale (the secret was removed): try the label.
-                return self._ensure_password_secret(None)
+            except ops.SecretNotFoundError:
+                logger.warning('The published password secret no longer exists')
+        if secret is None:
             password = valkey.generate_password()
             self._ensure_still_leader()
             secret = self.app.add_secret(
@@ -307,14 +345,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
             )
 
     def _workload_settings(
-        self, leader_password: str | None
+        self, config: CharmConfig, leader_password: str | None
     ) -> valkey.ValkeySettings | ops.StatusBase:
         """Gather everything this unit's config file depends on, or say what is missing."""
-        try:
-            config = self.load_config(CharmConfig)
-        except ValueError as e:
-            return ops.BlockedStatus(f'invalid config: {e}')
-
         record = self._published_record()
         is_leader = self.unit.is_leader()
         if not is_leader:
@@ -332,7 +365,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         elif isinstance(record, LeaderRecord):
             password = self._read_app_password(record.password_secret_id)
         else:
-            password = ops.WaitingStatus('waiting for the leader to create the password')
+            password = ops.WaitingStatus('waiting for the password secret')
         if isinstance(password, ops.StatusBase):
             return password
 
@@ -492,13 +525,16 @@ class ValkeyLeaderCharm(ops.CharmBase):
         if self._faults:
             # What went wrong in this hook says more than the state it left behind.
             return self._faults
+        config, config_problem = self._applicable_config()
+        if config_problem is not None:
+            return [config_problem]
         assessment = self._assessment
-        if assessment is None:
+        if assessment is None and config is not None:
             # This hook ran no reconcile (an event we do not act on): assess the
             # same inputs the reconcile would have used.
-            assessment = self._workload_settings(leader_password=None)
-        if isinstance(assessment, ops.StatusBase):
-            return [assessment]
+            assessment = self._workload_settings(config, leader_password=None)
+        if assessment is None or isinstance(assessment, ops.StatusBase):
+            return [assessment or ops.WaitingStatus('waiting for a valid config')]
         if not self.container.can_connect():
             return [ops.WaitingStatus('waiting for Pebble in the valkey container')]
         try:

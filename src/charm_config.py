@@ -69,14 +69,34 @@ def maxmemory_bytes(value: str) -> int:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class CharmConfig:
+class PasswordConfig:
+    """Where the password comes from: the ``admin-password`` option alone.
+
+    Separate from the other options so that the charm can still tell which
+    password to use while another option is invalid.
+    """
+
+    admin_password: ops.Secret | None = None
+    """The user's secret holding key ``password``; ``None`` means "generate one"."""
+
+    def __post_init__(self) -> None:
+        """Refuse anything that is not a secret URI."""
+        if self.admin_password is not None and not _SECRET_URI.fullmatch(
+            self.admin_password.id or ''
+        ):
+            raise ValueError(
+                'admin-password is not a secret URI: run `juju add-secret`, '
+                '`juju grant-secret`, then set admin-password to the secret:... URI it printed'
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CharmConfig(PasswordConfig):
     """The options in config.yaml, validated."""
 
     log_level: str = 'notice'
     maxmemory: str = ''
     maxmemory_policy: str = 'noeviction'
-    admin_password: ops.Secret | None = None
-    """The user's secret holding key ``password``; ``None`` means "generate one"."""
 
     def __post_init__(self) -> None:
         """Refuse values Valkey would refuse, naming the option and what to use."""
@@ -95,10 +115,13 @@ class CharmConfig:
                 f'maxmemory-policy={self.maxmemory_policy!r}: '
                 f'use one of {", ".join(MAXMEMORY_POLICIES)}'
             )
-        if self.admin_password is not None and not _SECRET_URI.fullmatch(
-            self.admin_password.id or ''
-        ):
-            raise ValueError(
-                'admin-password is not a secret URI: run `juju add-secret`, '
-                '`juju grant-secret`, then set admin-password to the secret:... URI it printed'
-            )
+        super().__post_init__()
+
+    @property
+    def workload_options(self) -> dict[str, str]:
+        """The options that only shape the config file (not the password)."""
+        return {
+            'log_level': self.log_level,
+            'maxmemory': self.maxmemory,
+            'maxmemory_policy': self.maxmemory_policy,
+        }

@@ -15,6 +15,7 @@ Juju events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import httpx2
@@ -85,8 +86,18 @@ def make_client(namespace: str, field_manager: str) -> Client:
     )
 
 
-def point_at(*, app_name: str, namespace: str, leader_pod: str, port: int) -> None:
+def point_at(
+    *,
+    app_name: str,
+    namespace: str,
+    leader_pod: str,
+    port: int,
+    before_write: Callable[[], None],
+) -> None:
     """Create or update ``<app>-primary`` so that it selects ``leader_pod``.
+
+    ``before_write`` runs right before the apply; whatever it raises (the
+    charm's "no longer the leader") propagates and nothing is written.
 
     Raises:
         PrimaryServiceError: with a message the user can act on.
@@ -106,6 +117,7 @@ def point_at(*, app_name: str, namespace: str, leader_pod: str, port: int) -> No
             port=port,
             statefulset_uid=uid,
         )
+        before_write()
         client.apply(service, field_manager=app_name, force=True)
     except ApiError as e:
         raise _explain(e, app_name) from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import ops
 import pytest
@@ -212,9 +213,37 @@ def test_first_start_is_one_replan_and_no_restart(
 
 
 def test_identical_events_change_nothing(
-    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects, kubernetes: FakeKubernetes
+    ctx: Ctx,
+    fs: UnitFilesystem,
+    side_effects: SideEffects,
+    kubernetes: FakeKubernetes,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     state = deploy_leader(ctx, fs)
+    # After the first chown Pebble reports the data directory as the workload
+    # user's (the test's own files can never belong to uid 999).
+    list_files = ops.Container.list_files
+
+    def owned_by_valkey(self: ops.Container, path: str, **kwargs: Any) -> list[Any]:
+        return [
+            ops.pebble.FileInfo(
+                path=info.path,
+                name=info.name,
+                type=info.type,
+                size=info.size,
+                permissions=info.permissions,
+                last_modified=info.last_modified,
+                user_id=999,
+                user='valkey',
+                group_id=999,
+                group='valkey',
+            )
+            if path == '/var/lib/valkey'
+            else info
+            for info in list_files(self, path, **kwargs)
+        ]
+
+    monkeypatch.setattr(ops.Container, 'list_files', owned_by_valkey)
     side_effects.calls.clear()
     ctx.exec_history.clear()
     kubernetes.requests.clear()
@@ -223,13 +252,7 @@ def test_identical_events_change_nothing(
     for event in (ctx.on.config_changed(), ctx.on.update_status(), ctx.on.config_changed()):
         state = ctx.run(event, state)
 
-    # The only call left is the data directory's chown: the test's files belong
-    # to the test runner and can never become uid 999's, so the charm repeats it
-    # (on a cluster the first chown sticks). Everything else is untouched.
-    assert [call for call in side_effects.calls if call != 'exec'] == []
-    assert {tuple(e.command) for e in ctx.exec_history['valkey']} == {
-        ('chown', '999:999', '/var/lib/valkey')
-    }
+    assert side_effects.calls == []
     assert kubernetes.requests == []
     assert state.secrets == before
     assert state.unit_status == ops.ActiveStatus('primary')
@@ -511,17 +534,22 @@ def test_rotate_password_is_refused_while_admin_password_is_set(
 
 
 def test_rotate_password_fails_if_leadership_is_lost_before_the_write(
-    ctx: Ctx, fs: UnitFilesystem
+    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects
 ) -> None:
     state = deploy_leader(ctx, fs)
     before = password_secret(state).latest_content
+    side_effects.calls.clear()
     with ctx(ctx.on.action('rotate-password'), state) as manager:
         answers = iter([True, True])  # the action's check, then the reconcile's
         manager.charm.model._backend.is_leader = lambda: next(answers, False)  # type: ignore[method-assign]
         with pytest.raises(testing.ActionFailed) as failure:
             manager.run()
-    assert 'lost leadership' in failure.value.message
-    assert password_secret(state).latest_content == before
+    assert failure.value.message == (
+        'The password was not rotated: lost leadership; waiting for the new leader'
+    )
+    assert 'set_content' not in side_effects.calls
+    assert failure.value.state is not None
+    assert password_secret(failure.value.state).latest_content == before
 
 
 def test_obsolete_revisions_of_the_password_are_removed(ctx: Ctx, fs: UnitFilesystem) -> None:
@@ -679,3 +707,101 @@ def test_missing_data_dir_is_created_for_the_workload_user(ctx: Ctx, tmp_path: P
     assert 'chown' not in [e.command[0] for e in ctx.exec_history.get('valkey', [])]
     assert (out.get_container('valkey').get_filesystem(ctx) / 'var/lib/valkey').is_dir()
     assert out.unit_status == ops.ActiveStatus('primary')
+
+
+# ------------------------------------------------ leadership while Blocked
+
+
+def test_a_leader_change_while_blocked_still_makes_a_primary(tmp_path: Path) -> None:
+    """A typo in the config must not leave the application without a primary."""
+    leader = deploy_leader(
+        make_context(tmp_path, 0), make_filesystem(tmp_path, 0), maxmemory='5mb'
+    )
+    ctx = make_context(tmp_path, 1)
+    fs = make_filesystem(tmp_path, 1)
+    follower = ctx.run(
+        ctx.on.config_changed(),
+        hand_over(leader, to_unit=1, leader=False, container=make_container(fs)),
+    )
+    blocked = ctx.run(ctx.on.config_changed(), rerun(follower, config={'maxmemory': '5 mb'}))
+    assert 'replicaof' in fs.read_config()
+
+    # Unit 0 goes away; Juju elects unit 1 while its config is still invalid.
+    out = ctx.run(ctx.on.leader_elected(), rerun(blocked, leader=True))
+
+    text = fs.read_config()
+    assert 'replicaof' not in text
+    assert 'maxmemory 5mb\n' in text, 'the last good options, not the invalid ones'
+    assert peer_app_data(out)['leader-unit'] == f'"{unit_name(1)}"'
+    assert out.unit_status == ops.BlockedStatus(
+        "invalid config: maxmemory='5 mb': use empty for no limit, or a size such as 100mb or 1gb"
+    )
+
+
+def test_an_invalid_password_source_is_never_guessed(
+    ctx: Ctx, fs: UnitFilesystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With admin-password itself invalid, any password would be a guess: keep the file."""
+    monkeypatch.setenv('SCENARIO_SKIP_CONSISTENCY_CHECKS', '1')
+    secret = user_secret('users-own')
+    state = ctx.run(
+        ctx.on.config_changed(),
+        leader_state(fs, config={'admin-password': secret.id}, secrets={secret}),
+    )
+    last_good = fs.read_config()
+
+    out = ctx.run(
+        ctx.on.config_changed(),
+        rerun(state, config={'admin-password': 'hunter2', 'log-level': 'loud'}),
+    )
+
+    assert fs.read_config() == last_good
+    assert isinstance(out.unit_status, ops.BlockedStatus)
+
+
+def test_no_last_good_config_means_nothing_is_rendered(ctx: Ctx, fs: UnitFilesystem) -> None:
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs, config={'log-level': 'loud'}))
+    assert not fs.config_file.exists()
+    assert isinstance(out.unit_status, ops.BlockedStatus)
+
+
+# ------------------------------------------------------------ the app secret
+
+
+def test_a_secret_without_its_label_is_found_by_the_published_id_and_labelled(
+    tmp_path: Path,
+) -> None:
+    unlabelled = testing.Secret({'password': 'z' * 48}, owner='app')
+    ctx = make_context(tmp_path, 1)
+    fs = make_filesystem(tmp_path, 1)
+    published = make_peer_relation(
+        1,
+        app_data={
+            'leader-unit': f'"{unit_name(0)}"',
+            'leader-address': '"old.example"',
+            'password-secret-id': f'"{unlabelled.id}"',
+        },
+    )
+
+    out = ctx.run(
+        ctx.on.leader_elected(),
+        leader_state(fs, relations={published}, secrets={unlabelled}),
+    )
+
+    (secret,) = out.secrets
+    assert secret.id == unlabelled.id
+    assert secret.label == 'admin-password'
+    assert f'requirepass "{"z" * 48}"' in fs.read_config()
+
+
+def test_leader_duties_that_juju_refuses_become_a_status(
+    ctx: Ctx, fs: UnitFilesystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object, **__: object) -> None:
+        raise ops.RelationDataAccessError('relation data is read-only')
+
+    monkeypatch.setattr(ops.Relation, 'save', refuse)
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
+    assert out.unit_status == ops.WaitingStatus(
+        'leader duties failed (RelationDataAccessError); retrying'
+    )
