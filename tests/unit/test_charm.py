@@ -548,7 +548,7 @@ def test_rotate_password_fails_if_leadership_is_lost_before_the_write(
         'The password was not rotated: lost leadership; waiting for the new leader'
     )
     assert 'set_content' not in side_effects.calls
-    assert failure.value.state is not None
+    assert isinstance(failure.value.state, testing.State)
     assert password_secret(failure.value.state).latest_content == before
 
 
