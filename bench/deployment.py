@@ -248,18 +248,62 @@ _COUNTED: Final = (
     (ops.Unit, 'add_secret', 'secret revisions'),
     (ops.Secret, 'set_content', 'secret revisions'),
 )
+# The Container methods that call Pebble's API: each is at least one round
+# trip on the Pebble socket in a pod. Only the outermost call is counted
+# (get_service calls get_services, exists calls list_files, ...).
+_PEBBLE_CALLS: Final = (
+    'can_connect',
+    'replan',
+    'start',
+    'restart',
+    'stop',
+    'add_layer',
+    'get_plan',
+    'get_services',
+    'get_service',
+    'get_checks',
+    'get_check',
+    'start_checks',
+    'stop_checks',
+    'pull',
+    'push',
+    'list_files',
+    'push_path',
+    'pull_path',
+    'exists',
+    'isdir',
+    'make_dir',
+    'remove_path',
+    'exec',
+    'send_signal',
+    'get_notice',
+    'get_notices',
+)
 
 
 @contextlib.contextmanager
 def counting_side_effects() -> Generator[SideEffects]:
-    """Count, while in the block, the calls that change the world."""
+    """Count, while in the block, the calls that change the world, and Pebble calls."""
     recorder = SideEffects()
     originals: list[tuple[type, str, Any]] = []
+    depth = [0]
 
     def counted(original: Callable[..., Any], category: str) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             recorder.counts[category] += 1
             return original(*args, **kwargs)
+
+        return wrapper
+
+    def pebble_call(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not depth[0]:
+                recorder.counts['pebble calls'] += 1
+            depth[0] += 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                depth[0] -= 1
 
         return wrapper
 
@@ -279,13 +323,18 @@ def counting_side_effects() -> Generator[SideEffects]:
 
         return wrapper
 
-    for owner, name, category in _COUNTED:
+    def patch(
+        owner: type, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+    ) -> None:
         originals.append((owner, name, getattr(owner, name)))
-        setattr(owner, name, counted(getattr(owner, name), category))
-    originals.append((ops.Container, 'exec', ops.Container.exec))
-    ops.Container.exec = exec_(ops.Container.exec)  # type: ignore[method-assign]
-    originals.append((ops.RelationDataContent, 'update', ops.RelationDataContent.update))
-    ops.RelationDataContent.update = peer_write(ops.RelationDataContent.update)  # type: ignore[method-assign]
+        setattr(owner, name, wrap(getattr(owner, name)))
+
+    for name in _PEBBLE_CALLS:
+        patch(ops.Container, name, pebble_call)
+    for owner, name, category in _COUNTED:
+        patch(owner, name, lambda original, category=category: counted(original, category))
+    patch(ops.Container, 'exec', exec_)
+    patch(ops.RelationDataContent, 'update', peer_write)
     try:
         yield recorder
     finally:

@@ -261,11 +261,24 @@ def run_side_effects(
 
 def print_side_effects(result: dict[str, Any]) -> None:
     """One line per scripted event."""
-    columns = ('pushes', 'restarts', 'secret revisions', 'peer-data writes', 'kubernetes calls')
-    short = ('push', 'restart', 'secret rev', 'peer write', 'k8s', 'layer', 'chown', 'exec')
+    columns = {
+        'push': 'pushes',
+        'restart': 'restarts',
+        'secret': 'secret revisions',
+        'peer': 'peer-data writes',
+        'k8s': 'kubernetes calls',
+        'layer': 'layers',
+        'chown': 'chowns',
+        'exec': 'execs',
+        'pebble': 'pebble calls',
+    }
     print('\n3. Side effects over 20 scripted events (this charm; the minimal charm has none)')
-    header = f'{"#":>2} {"phase":13} {"unit":>4} {"leader":>6} {"event":38} ' + ' '.join(
-        f'{s:>10}' for s in short
+    print(
+        '   secret = secret revisions, peer = peer-data writes, k8s = Kubernetes API calls,'
+        ' pebble = Pebble API calls'
+    )
+    header = f'{"#":>2} {"phase":13} {"unit":>4} {"leader":>6} {"event":36}' + ''.join(
+        f'{label:>8}' for label in columns
     )
     print(header + '  verdict')
     print('-' * (len(header) + 9))
@@ -273,14 +286,14 @@ def print_side_effects(result: dict[str, Any]) -> None:
         counts = row['counts']
         print(
             f'{row["number"]:2} {row["phase"]:13} {row["unit"]:4} {row["leader"]:6} '
-            f'{row["event"]:38} '
-            + ' '.join(f'{counts[c]:10}' for c in (*columns, 'layers', 'chowns', 'execs'))
+            f'{row["event"]:36}'
+            + ''.join(f'{counts[key]:8}' for key in columns.values())
             + f'  {row["verdict"]}'
         )
     totals = result['totals']
     print(
-        f'{"":2} {"total":13} {"":4} {"":6} {"":38} '
-        + ' '.join(f'{totals[c]:10}' for c in (*columns, 'layers', 'chowns', 'execs'))
+        f'{"":2} {"total":13} {"":4} {"":6} {"":36}'
+        + ''.join(f'{totals[key]:8}' for key in columns.values())
     )
     for rule, ok in result['rules'].items():
         print(f'  {"PASS" if ok else "FAIL"}  {rule}')

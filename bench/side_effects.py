@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 # "chowns" of the data directory, which ops.testing makes the charm repeat on
 # every event (its mounts are symlinks, whose owner a chown never changes; in a
 # pod the first chown sticks), and other "execs" (valkey-server --version after
-# a restart).
+# a restart); and every call to Pebble's API ("pebble calls"), each a round
+# trip on the Pebble socket in a pod, changes or not.
 CATEGORIES: Final = (
     'pushes',
     'restarts',
@@ -46,7 +47,7 @@ CATEGORIES: Final = (
     'peer-data writes',
     'kubernetes calls',
 )
-REPORTED: Final = (*CATEGORIES, 'layers', 'chowns', 'execs')
+REPORTED: Final = (*CATEGORIES, 'layers', 'chowns', 'execs', 'pebble calls')
 
 
 @dataclasses.dataclass(frozen=True)
