@@ -86,12 +86,14 @@ class Metadata:
 
 
 def make_charm_root(root: Path, charm_type: CharmType) -> Path:
-    """What the packed charm ships besides code: the templates (none for the baseline)."""
+    """What the packed charm ships besides code: the templates.
+
+    The baseline gets them too (and ignores them), so that both charms' roots
+    hold the same files.
+    """
     charm_root = root / f'charm-root-{charm_type.__name__}'
     if not charm_root.exists():
-        charm_root.mkdir(parents=True)
-        if (REPO_ROOT / 'templates').is_dir():
-            shutil.copytree(REPO_ROOT / 'templates', charm_root / 'templates')
+        shutil.copytree(REPO_ROOT / 'templates', charm_root / 'templates')
     return charm_root
 
 
