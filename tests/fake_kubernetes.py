@@ -41,6 +41,11 @@ class FakeKubernetes:
     )
     fail_with: int | None = None
     """When set, every request gets this HTTP status code, as a Kubernetes Status."""
+    certificate_authority: str | None = None
+    """A CA file for the client to trust, as in a pod (the cluster's ``ca.crt``).
+
+    Unset, lightkube loads the system's whole CA bundle for every client, which a
+    charm in a pod never does; the benchmark sets it to be faithful to that cost."""
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content) if request.content else None
@@ -88,12 +93,13 @@ class FakeKubernetes:
         return [r for r in self.requests if r.method == 'PATCH']
 
     def make_client(self, namespace: str, field_manager: str) -> Client:
+        cluster: dict[str, str] = {'server': 'https://kubernetes.invalid'}
+        if self.certificate_authority is not None:
+            cluster['certificate-authority'] = self.certificate_authority
         return Client(
             config=KubeConfig.from_dict(  # pyright: ignore[reportUnknownMemberType]
                 {
-                    'clusters': [
-                        {'name': 'fake', 'cluster': {'server': 'https://kubernetes.invalid'}}
-                    ],
+                    'clusters': [{'name': 'fake', 'cluster': cluster}],
                     'users': [{'name': 'charm', 'user': {'token': 'not-a-real-token'}}],
                     'contexts': [
                         {'name': 'fake', 'context': {'cluster': 'fake', 'user': 'charm'}}

@@ -1,0 +1,72 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""What every hook pays before it does anything: the modules it imports.
+
+Juju starts a new Python process for every event on every unit, so whatever
+``import charm`` loads is paid thousands of times a day. ``tox -e bench``
+measures the time; these tests count what is imported, in fresh processes,
+and never time anything.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from .conftest import REPO_ROOT
+
+HEAVY = ('jinja2', 'lightkube')
+
+
+def imported_after(script: str) -> list[str]:
+    """Which of :data:`HEAVY` a fresh process has imported after ``script``."""
+    probe = script + f'\nprint(*[m for m in {HEAVY!r} if m in sys.modules])\n'
+    result = subprocess.run(
+        [sys.executable, '-W', 'error', '-c', probe],
+        cwd=REPO_ROOT,
+        env={'PYTHONPATH': str(REPO_ROOT / 'src')},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_importing_the_charm_imports_neither_jinja2_nor_lightkube() -> None:
+    assert imported_after('import sys\nimport charm') == []
+
+
+def test_a_hook_with_nothing_to_render_does_not_import_jinja2() -> None:
+    """Events the charm does not observe, and units with nothing to render yet."""
+    common = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from ops import testing
+        from charm import ValkeyLeaderCharm
+        ctx = testing.Context(ValkeyLeaderCharm, unit_id=1)
+        follower = testing.State(
+            leader=False,
+            relations={testing.PeerRelation('valkey-peers')},
+            containers={testing.Container('valkey', can_connect=True)},
+        )
+        # start is not observed: only collect-status runs. The follower has no
+        # leader to follow yet, so config-changed has nothing to render.
+        ctx.run(ctx.on.start(), follower)
+        ctx.run(ctx.on.config_changed(), follower)
+    """)
+    assert imported_after(common) == []
+    # And the probe sees jinja2 once something is rendered.
+    renders = common + textwrap.dedent("""
+        import valkey
+        valkey.render_config(
+            valkey.ValkeySettings(
+                password='p', primary_address=None, log_level='notice',
+                maxmemory='', maxmemory_policy='noeviction',
+            ),
+            Path('templates'),
+        )
+    """)
+    assert imported_after(renders) == ['jinja2']
