@@ -73,7 +73,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
         framework.observe(self.on.config_changed, self._on_change)
         framework.observe(self.on.valkey_pebble_ready, self._on_change)
         framework.observe(self.on.upgrade_charm, self._on_upgrade_charm)
-        # The user's admin-password secret got a new revision.
+        # A secret we read got a new revision: the user's admin-password (and,
+        # on some Juju versions, the app's own password secret on non-leaders).
         framework.observe(self.on.secret_changed, self._on_change)
         # Retry whatever the last event could not finish (Pebble down, ...).
         framework.observe(self.on.update_status, self._on_change)
@@ -381,8 +382,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
     def _read_app_password(self, secret_id: str) -> str | ops.StatusBase:
         """Read the leader's secret by the id it published; never create one here."""
         try:
-            # refresh=True: after rotate-password the leader bumps the
-            # generation in the peer databag, and we must see the new revision.
+            # refresh=True: read (and track) the newest revision. After
+            # rotate-password the leader bumps the generation in the peer
+            # databag, which wakes us up; whether Juju would hand a peer of the
+            # owner the newest revision without refresh differs between Juju
+            # versions, so do not depend on it.
             content = self.model.get_secret(id=secret_id).get_content(refresh=True)
         except ops.ModelError as e:
             logger.warning('Cannot read the password secret yet: %s', type(e).__name__)
