@@ -147,7 +147,8 @@ def _explain(error: ApiError, app_name: str) -> PrimaryServiceError:
         )
     if code == 404:
         return PrimaryServiceError(
-            f'StatefulSet {app_name} not found, so {name} cannot be owned by it; retrying',
+            f'StatefulSet {app_name} or its namespace not found, so {name} '
+            'cannot be applied; retrying',
             needs_user=False,
         )
     if code == 409:

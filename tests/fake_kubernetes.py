@@ -40,7 +40,9 @@ class FakeKubernetes:
         default_factory=dict[str, dict[str, Any]]
     )
     fail_with: int | None = None
-    """When set, every request gets this HTTP status code, as a Kubernetes Status."""
+    """When set, matching requests get this HTTP status code, as a Kubernetes Status."""
+    fail_method: str | None = None
+    """Restrict ``fail_with`` to one HTTP method (``PATCH``: only the apply fails)."""
     certificate_authority: str | None = None
     """A CA file for the client to trust, as in a pod (the cluster's ``ca.crt``).
 
@@ -52,7 +54,7 @@ class FakeKubernetes:
         self.requests.append(
             Request(request.method, request.url.path, dict(request.url.params), body)
         )
-        if self.fail_with is not None:
+        if self.fail_with is not None and self.fail_method in (None, request.method):
             return self._status(self.fail_with)
         parts = request.url.path.strip('/').split('/')
         if request.method == 'GET' and parts[:2] == ['apis', 'apps'] and 'statefulsets' in parts:

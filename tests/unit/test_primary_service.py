@@ -210,7 +210,8 @@ SERVICE = f'{APP}-primary'
             f'not allowed to manage the {SERVICE} Service: run `juju trust {APP}`'
         )),
         (404, ops.WaitingStatus(
-            f'StatefulSet {APP} not found, so {SERVICE} cannot be owned by it; retrying'
+            f'StatefulSet {APP} or its namespace not found, '
+            f'so {SERVICE} cannot be applied; retrying'
         )),
         (409, ops.WaitingStatus(f'conflict while applying the {SERVICE} Service; retrying')),
         (422, ops.BlockedStatus(
@@ -221,14 +222,18 @@ SERVICE = f'{APP}-primary'
         )),
     ],
 )  # fmt: skip
+@pytest.mark.parametrize('failing', ['GET', 'PATCH'])
 def test_kubernetes_errors_become_statuses_and_are_retried(
     ctx: Ctx,
     fs: UnitFilesystem,
     kubernetes: FakeKubernetes,
     code: int,
     expected: ops.StatusBase,
+    failing: str,
 ) -> None:
+    # GET is the StatefulSet lookup, PATCH the apply itself.
     kubernetes.fail_with = code
+    kubernetes.fail_method = failing
 
     out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
 
@@ -242,6 +247,7 @@ def test_kubernetes_errors_become_statuses_and_are_retried(
 
     # The next event, even one that changes nothing else, retries; success clears it.
     kubernetes.fail_with = None
+    kubernetes.requests.clear()
     recovered = ctx.run(ctx.on.update_status(), out)
     assert len(kubernetes.applies) == 1
     assert recovered.unit_status == ops.ActiveStatus('primary')

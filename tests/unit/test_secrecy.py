@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
+import ops
 import pytest
 from ops import testing
 
@@ -78,3 +80,53 @@ def test_the_password_appears_only_in_the_config_file(
     assert second_password in follower_fs.read_config()
     # The checks above looked at real text: the log does record what happened.
     assert 'Rotated the password' in caplog.text
+
+
+def test_the_users_password_appears_only_in_the_config_file_even_on_faults(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    users_password = 'the users own password, with "quotes"'
+    user_secret = testing.Secret({'password': users_password})
+    config = {'admin-password': user_secret.id}
+    ctx = make_context(tmp_path, 0)
+    fs = make_filesystem(tmp_path, 0)
+    leader = ctx.run(
+        ctx.on.config_changed(), leader_state(fs, config=config, secrets={user_secret})
+    )
+    assert 'requirepass "the users own password, with \\"quotes\\""' in fs.read_config()
+
+    # Faults on the way: the peer record is garbage, then Pebble refuses a push.
+    peer = leader.get_relations(PEERS)[0]
+    garbage = dataclasses.replace(peer, local_app_data={'leader-unit': 'not json'})
+    follower_ctx = make_context(tmp_path, 1)
+    follower = follower_ctx.run(
+        follower_ctx.on.config_changed(),
+        testing.State(
+            leader=False,
+            config=config,
+            relations={dataclasses.replace(garbage, peers_data={0: {}, 2: {}})},
+            secrets={user_secret},
+            containers={make_container(make_filesystem(tmp_path, 1))},
+        ),
+    )
+
+    def refuse_push(*_: object, **__: object) -> None:
+        raise ops.pebble.PathError('generic-file-error', 'read-only file system')
+
+    monkeypatch.setattr(ops.Container, 'push', refuse_push)
+    faulty = ctx.run(
+        ctx.on.config_changed(), dataclasses.replace(leader, config={**config, 'maxmemory': '1mb'})
+    )
+
+    visible = [
+        *everything_visible(leader),
+        *everything_visible(follower),
+        *everything_visible(faulty),
+        *(line.message for line in ctx.juju_log),
+        *(line.message for line in follower_ctx.juju_log),
+        caplog.text,
+    ]
+    assert not [text for text in visible if users_password in text], 'password leaked'
+    assert 'Pebble error' in repr(faulty.unit_status)
+    assert 'Ignoring unusable leader data' in caplog.text
