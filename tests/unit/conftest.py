@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,28 @@ VERSION_OUTPUT = (
     'Valkey server v=9.1.0 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1a2b3c4d5e6f7a8b\n'
 )
 ALL_UNITS = (0, 1, 2)
+
+
+HEAVY_MODULES = ('jinja2', 'lightkube')
+
+
+def imported_after(script: str, *argv: str) -> list[str]:
+    """Which of :data:`HEAVY_MODULES` a fresh process has imported after ``script``.
+
+    Juju runs every hook in a new process; so does this, with ``src/`` on the
+    path as dispatch puts it and warnings as errors.
+    """
+    probe = script + f'\nimport sys\nprint(*[m for m in {HEAVY_MODULES!r} if m in sys.modules])\n'
+    result = subprocess.run(
+        [sys.executable, '-W', 'error', '-c', probe, *argv],
+        cwd=REPO_ROOT,
+        env={'PYTHONPATH': str(REPO_ROOT / 'src')},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
 
 
 def unit_name(unit_id: int) -> str:

@@ -11,28 +11,9 @@ and never time anything.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
-from .conftest import REPO_ROOT
-
-HEAVY = ('jinja2', 'lightkube')
-
-
-def imported_after(script: str) -> list[str]:
-    """Which of :data:`HEAVY` a fresh process has imported after ``script``."""
-    probe = script + f'\nprint(*[m for m in {HEAVY!r} if m in sys.modules])\n'
-    result = subprocess.run(
-        [sys.executable, '-W', 'error', '-c', probe],
-        cwd=REPO_ROOT,
-        env={'PYTHONPATH': str(REPO_ROOT / 'src')},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split()
+from .conftest import imported_after
 
 
 def test_importing_the_charm_imports_neither_jinja2_nor_lightkube() -> None:
@@ -70,3 +51,8 @@ def test_a_hook_with_nothing_to_render_does_not_import_jinja2() -> None:
         )
     """)
     assert imported_after(renders) == ['jinja2']
+
+
+def test_the_probe_sees_an_import_when_there_is_one() -> None:
+    """The leader's Kubernetes path does load lightkube: the probe can tell."""
+    assert imported_after('import charm\nimport primary_service') == ['lightkube']
