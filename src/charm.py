@@ -425,8 +425,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         try:
             pushed = self._push_if_changed(desired)
             self._ensure_data_dir_owned()
-            restarted = self._ensure_service(restart=pushed)
-            if restarted:
+            if self._ensure_service(restart=pushed):
                 self._set_workload_version()
         except ops.pebble.Error as e:
             # Not re-raised: a traceback would only make Juju retry this one
@@ -479,7 +478,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
             self.container.exec(['chown', f'{owner[0]}:{owner[1]}', valkey.DATA_DIR]).wait()
 
     def _ensure_service(self, *, restart: bool) -> bool:
-        """Start or restart the service as needed; report whether it was (re)started."""
+        """Start or restart the service as needed.
+
+        Returns whether the plan was new: a new container (new image, so
+        maybe a new Valkey version) or a new charm revision's layer.
+        """
         layer = valkey.pebble_layer()
         planned = self.container.get_plan().services.get(valkey.SERVICE)
         if planned != layer.services[valkey.SERVICE]:
@@ -489,10 +492,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
             return True
         if restart:
             self.container.restart(valkey.SERVICE)
-            return True
-        if not self.container.get_service(valkey.SERVICE).is_running():
+        elif not self.container.get_service(valkey.SERVICE).is_running():
             self.container.start(valkey.SERVICE)
-            return True
         return False
 
     def _set_workload_version(self) -> None:

@@ -263,10 +263,13 @@ def test_a_real_change_restarts_exactly_once(
 ) -> None:
     state = deploy_leader(ctx, fs)
     side_effects.calls.clear()
+    ctx.exec_history.clear()
 
     ctx.run(ctx.on.config_changed(), rerun(state, config={'maxmemory': '1gb'}))
 
     assert 'maxmemory 1gb\n' in fs.read_config()
+    # Same container, same binary: no need to ask for its version again.
+    assert ['valkey-server', '--version'] not in [e.command for e in ctx.exec_history['valkey']]
     assert side_effects.count('push') == 1
     assert side_effects.count('restart') == 1
     assert side_effects.count('replan') == 0
