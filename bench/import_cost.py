@@ -28,8 +28,8 @@ from bench.stats import Summary
 
 _IMPORTTIME_LINE: Final = re.compile(r'import time:\s+(\d+)\s+\|\s+(\d+)\s+\|\s*(\S+)$')
 RENDER_ONCE: Final = (
-    'import charm, valkey, pathlib; '
-    'valkey.render_config(valkey.ValkeySettings(password="p", primary_address=None, '
+    'import charm, workload, pathlib; '
+    'workload.render_config(workload.ValkeySettings(password="p", primary_address=None, '
     'log_level="notice", maxmemory="", maxmemory_policy="noeviction"), '
     'pathlib.Path("templates"))'
 )

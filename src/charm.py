@@ -26,7 +26,7 @@ from typing import Final
 
 import ops
 
-import valkey
+import workload
 from charm_config import CharmConfig, PasswordConfig
 from leadership import PEER_ENDPOINT, LeaderRecord, pod_name, unit_address
 
@@ -51,13 +51,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
         self._stored.set_default(last_good_options={})
-        self.container = self.unit.get_container(valkey.CONTAINER)
+        self.container = self.unit.get_container(workload.CONTAINER)
         # Faults met while acting in this hook (Pebble errors, lost leadership).
         # Juju starts a fresh process for every hook, so these never outlive the
         # hook; the next event retries and, if all goes well, reports nothing.
         self._faults: list[ops.StatusBase] = []
         # The settings this hook's reconcile rendered, or why it could not.
-        self._assessment: valkey.ValkeySettings | ops.StatusBase | None = None
+        self._assessment: workload.ValkeySettings | ops.StatusBase | None = None
 
         # A new leader takes over the leader duties and announces itself.
         framework.observe(self.on.leader_elected, self._on_change)
@@ -165,7 +165,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         if config_problem is None and config.workload_options != self._stored.last_good_options:
             self._stored.last_good_options = config.workload_options
         self._assessment = self._workload_settings(config, leader_password)
-        if isinstance(self._assessment, valkey.ValkeySettings):
+        if isinstance(self._assessment, workload.ValkeySettings):
             self._configure_workload(self._assessment)
         return secret_id
 
@@ -211,7 +211,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         secret, password = self._ensure_password_secret(previous)
         generation = previous.password_generation if previous else 0
         if rotate_password:
-            password = valkey.generate_password()
+            password = workload.generate_password()
             self._ensure_still_leader()
             secret.set_content({PASSWORD_KEY: password})
             generation += 1
@@ -250,7 +250,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 app_name=self.app.name,
                 namespace=self.model.name,
                 leader_pod=pod,
-                port=valkey.PORT,
+                port=workload.PORT,
                 # The StatefulSet lookup may take seconds: an old leader must
                 # not overwrite what its successor just applied.
                 before_write=self._ensure_still_leader,
@@ -285,7 +285,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             except ops.SecretNotFoundError:
                 logger.warning('The published password secret no longer exists')
         if secret is None:
-            password = valkey.generate_password()
+            password = workload.generate_password()
             self._ensure_still_leader()
             secret = self.app.add_secret(
                 {PASSWORD_KEY: password},
@@ -298,7 +298,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         password = content.get(PASSWORD_KEY, '')
         if not password:
             # Our own secret lost its key (edited by hand?): repair it.
-            password = valkey.generate_password()
+            password = workload.generate_password()
             self._ensure_still_leader()
             secret.set_content({PASSWORD_KEY: password})
             logger.warning('The %s secret had no password; wrote a new one', PASSWORD_SECRET_LABEL)
@@ -347,7 +347,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     def _workload_settings(
         self, config: CharmConfig, leader_password: str | None
-    ) -> valkey.ValkeySettings | ops.StatusBase:
+    ) -> workload.ValkeySettings | ops.StatusBase:
         """Gather everything this unit's config file depends on, or say what is missing."""
         record = self._published_record()
         is_leader = self.unit.is_leader()
@@ -371,7 +371,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             return password
 
         primary_address = record.address if isinstance(record, LeaderRecord) else None
-        return valkey.ValkeySettings(
+        return workload.ValkeySettings(
             password=password,
             primary_address=None if is_leader else primary_address,
             log_level=config.log_level,
@@ -416,12 +416,12 @@ class ValkeyLeaderCharm(ops.CharmBase):
             )
         return content[PASSWORD_KEY]
 
-    def _configure_workload(self, settings: valkey.ValkeySettings) -> None:
+    def _configure_workload(self, settings: workload.ValkeySettings) -> None:
         """Render, push if different, and (re)start Valkey only if something changed."""
         if not self.container.can_connect():
             # pebble-ready will run the reconcile again.
             return
-        desired = valkey.render_config(settings, self.charm_dir / 'templates')
+        desired = workload.render_config(settings, self.charm_dir / 'templates')
         try:
             pushed = self._push_if_changed(desired)
             self._ensure_data_dir_owned()
@@ -437,11 +437,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
             return
         if pushed:
             role = 'primary' if settings.is_primary else f'replica of {settings.primary_address}'
-            logger.info('Wrote %s as %s', valkey.CONFIG_PATH, role)
+            logger.info('Wrote %s as %s', workload.CONFIG_PATH, role)
 
     def _push_if_changed(self, desired: str) -> bool:
         try:
-            with self.container.pull(valkey.CONFIG_PATH) as file:
+            with self.container.pull(workload.CONFIG_PATH) as file:
                 current = file.read()
         except ops.pebble.PathError as e:
             if e.kind != 'not-found':
@@ -452,30 +452,30 @@ class ValkeyLeaderCharm(ops.CharmBase):
         # Pebble writes to a temporary file and renames it: the file is never
         # half-written, and a failed push leaves the last good file in place.
         self.container.push(
-            valkey.CONFIG_PATH,
+            workload.CONFIG_PATH,
             desired,
             make_dirs=True,
             permissions=0o600,
-            user_id=valkey.WORKLOAD_UID,
-            group_id=valkey.WORKLOAD_GID,
+            user_id=workload.WORKLOAD_UID,
+            group_id=workload.WORKLOAD_GID,
         )
         return True
 
     def _ensure_data_dir_owned(self) -> None:
         """Valkey runs as the image's non-root user and must write its RDB files."""
-        owner = (valkey.WORKLOAD_UID, valkey.WORKLOAD_GID)
+        owner = (workload.WORKLOAD_UID, workload.WORKLOAD_GID)
         try:
-            info = self.container.list_files(valkey.DATA_DIR, itself=True)[0]
+            info = self.container.list_files(workload.DATA_DIR, itself=True)[0]
         except ops.pebble.APIError as e:
             if e.code != 404:
                 raise
             # No storage mounted (yet): make the directory so Valkey can start.
             self.container.make_dir(
-                valkey.DATA_DIR, make_parents=True, user_id=owner[0], group_id=owner[1]
+                workload.DATA_DIR, make_parents=True, user_id=owner[0], group_id=owner[1]
             )
             return
         if (info.user_id, info.group_id) != owner:
-            self.container.exec(['chown', f'{owner[0]}:{owner[1]}', valkey.DATA_DIR]).wait()
+            self.container.exec(['chown', f'{owner[0]}:{owner[1]}', workload.DATA_DIR]).wait()
 
     def _ensure_service(self, *, restart: bool) -> bool:
         """Start or restart the service as needed.
@@ -483,23 +483,23 @@ class ValkeyLeaderCharm(ops.CharmBase):
         Returns whether the plan was new: a new container (new image, so
         maybe a new Valkey version) or a new charm revision's layer.
         """
-        layer = valkey.pebble_layer()
-        planned = self.container.get_plan().services.get(valkey.SERVICE)
-        if planned != layer.services[valkey.SERVICE]:
-            self.container.add_layer(valkey.CONTAINER, layer, combine=True)
+        layer = workload.pebble_layer()
+        planned = self.container.get_plan().services.get(workload.SERVICE)
+        if planned != layer.services[workload.SERVICE]:
+            self.container.add_layer(workload.CONTAINER, layer, combine=True)
             # replan starts the service, or restarts it if its definition changed.
             self.container.replan()
             return True
         if restart:
-            self.container.restart(valkey.SERVICE)
-        elif not self.container.get_service(valkey.SERVICE).is_running():
-            self.container.start(valkey.SERVICE)
+            self.container.restart(workload.SERVICE)
+        elif not self.container.get_service(workload.SERVICE).is_running():
+            self.container.start(workload.SERVICE)
         return False
 
     def _set_workload_version(self) -> None:
         process = self.container.exec(['valkey-server', '--version'])
         stdout, _ = process.wait_output()
-        version = valkey.parse_version(stdout)
+        version = workload.parse_version(stdout)
         if version:
             self.unit.set_workload_version(version)
 
@@ -543,7 +543,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         if not self.container.can_connect():
             return [ops.WaitingStatus('waiting for Pebble in the valkey container')]
         try:
-            running = self.container.get_service(valkey.SERVICE).is_running()
+            running = self.container.get_service(workload.SERVICE).is_running()
         except (ops.ModelError, ops.pebble.Error):
             running = False
         if not running:

@@ -161,11 +161,11 @@ def test_templates_render_from_the_charm_root(packed_charm: PackedCharm):
     path, ``<charm dir>/templates``, for a primary and for a replica.
     """
     result = packed_charm.run_python(
-        'import pathlib, valkey\n'
+        'import pathlib, workload\n'
         'for primary in (None, "valkey-leader-k8s-0.valkey-leader-k8s-endpoints.m.svc"):\n'
-        '    settings = valkey.ValkeySettings(password="p" * 48, primary_address=primary,\n'
+        '    settings = workload.ValkeySettings(password="p" * 48, primary_address=primary,\n'
         '        log_level="notice", maxmemory="", maxmemory_policy="noeviction")\n'
-        '    print(valkey.render_config(settings, pathlib.Path.cwd() / "templates"))\n'
+        '    print(workload.render_config(settings, pathlib.Path.cwd() / "templates"))\n'
     )
     assert result.returncode == 0, result.stderr
     assert 'requirepass' in result.stdout

