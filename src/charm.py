@@ -58,6 +58,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
         self._faults: list[ops.StatusBase] = []
         # The settings this hook's reconcile rendered, or why it could not.
         self._assessment: workload.ValkeySettings | ops.StatusBase | None = None
+        # Whether this hook added a revision to the password secret (rotate-password,
+        # or a repair): the action reports it even if telling the peers failed.
+        self._password_written = False
 
         # A new leader takes over the leader duties and announces itself.
         framework.observe(self.on.leader_elected, self._on_change)
@@ -103,7 +106,12 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 f'Only the leader can rotate the password. Run: juju run {leader} rotate-password'
             )
             return
-        if self.config.get('admin-password'):
+        try:
+            users_password = self.load_config(PasswordConfig).admin_password
+        except ValueError as e:
+            event.fail(f'Fix the config first: {e}')
+            return
+        if users_password is not None:
             event.fail(
                 'admin-password is set, so the password is yours: rotate it with '
                 '`juju update-secret <your secret> password=...`, or unset admin-password first'
@@ -112,7 +120,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
         secret_id = self._reconcile(rotate_password=True)
         if secret_id is None:
             reason = self._faults[-1].message if self._faults else 'see `juju debug-log`'
-            event.fail(f'The password was not rotated: {reason}')
+            if self._password_written:
+                event.fail(
+                    f'The password was rotated, but the other units were not told yet ({reason});'
+                    ' the next event on the leader tells them'
+                )
+            else:
+                event.fail(f'The password was not rotated: {reason}')
             return
         # Never the password itself: action results are stored and shown by Juju.
         event.set_results(
@@ -125,8 +139,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
     def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
         # Juju tells the owner (the leader, for an app secret) once no unit
         # tracks an old revision any more; the owner must remove it.
-        if event.secret.label == PASSWORD_SECRET_LABEL and self.unit.is_leader():
+        if event.secret.label != PASSWORD_SECRET_LABEL or not self.unit.is_leader():
+            return
+        try:
             event.remove_revision()
+        except ops.ModelError as e:
+            # Juju sends secret-remove again until the revision is gone.
+            logger.warning('Could not remove revision %s: %s', event.revision, type(e).__name__)
 
     # --------------------------------------------------------------- reconcile
 
@@ -160,7 +179,6 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 return None
         config, config_problem = self._applicable_config()
         if config is None:
-            self._assessment = config_problem
             return secret_id
         if config_problem is None and config.workload_options != self._stored.last_good_options:
             self._stored.last_good_options = config.workload_options
@@ -189,7 +207,12 @@ class ValkeyLeaderCharm(ops.CharmBase):
             # The password source itself is invalid: guessing one would change
             # the password. Keep the file as it is.
             return None, problem
-        return CharmConfig(**last_good, admin_password=password_config.admin_password), problem
+        try:
+            config = CharmConfig(**last_good, admin_password=password_config.admin_password)
+        except (TypeError, ValueError):
+            # Stored by an older charm revision with other options or rules.
+            return None, problem
+        return config, problem
 
     # ----------------------------------------------------------- leader duties
 
@@ -208,16 +231,23 @@ class ValkeyLeaderCharm(ops.CharmBase):
         """
         published = self._published_record()
         previous = published if isinstance(published, LeaderRecord) else None
-        secret, password = self._ensure_password_secret(previous)
-        generation = previous.password_generation if previous else 0
+        secret, password, created = self._ensure_password_secret(previous)
         if rotate_password:
             password = workload.generate_password()
-            self._ensure_still_leader()
-            secret.set_content({PASSWORD_KEY: password})
-            generation += 1
+            self._write_password(secret, password)
             logger.info('Rotated the password: new revision of the %s secret', secret.label)
-        secret_id = secret.id or secret.get_info().id
+        if created:
+            secret_id, revision = secret.id, 1
+        else:
+            info = secret.get_info()
+            secret_id, revision = info.id, info.revision
         assert secret_id is not None  # noqa: S101 - Juju always gives an owned secret an id
+        # Replicas re-read the password when this number changes, so it must
+        # move with every new revision, also one whose announcement failed in
+        # an earlier hook. Juju numbers revisions upwards; within the hook that
+        # wrote one, secret-info may still report the previous one.
+        known = previous.password_revision if previous else 0
+        revision = max(revision, known + 1 if self._password_written else known)
 
         my_pod = pod_name(self.unit.name)
         service_selects = previous.primary_service_selects if previous else ''
@@ -230,7 +260,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             unit=self.unit.name,
             address=unit_address(self.unit.name, self.app.name, self.model.name),
             password_secret_id=secret_id,
-            password_generation=generation,
+            password_revision=revision,
             primary_service_selects=service_selects,
         )
         # The Kubernetes call above may have been slow: _publish checks
@@ -264,7 +294,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
         logger.info('Pointed the %s Service at %s', service, pod)
         return True
 
-    def _ensure_password_secret(self, published: LeaderRecord | None) -> tuple[ops.Secret, str]:
+    def _ensure_password_secret(
+        self, published: LeaderRecord | None
+    ) -> tuple[ops.Secret, str, bool]:
         """Find the app's password secret, or create it if this app has none yet.
 
         A new leader must reuse its predecessor's secret: a leadership change
@@ -272,6 +304,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
         is the app's own name for it and finds it from any unit of the app. The
         id the previous leader published is the fallback (a secret created
         without the label); finding it by id *and* label adopts the label.
+
+        Returns the secret, the password in it, and whether it was just created.
         """
         try:
             secret = self.model.get_secret(label=PASSWORD_SECRET_LABEL)
@@ -293,16 +327,21 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 description='Valkey password (requirepass and masterauth) of every unit',
             )
             logger.info('Created the %s secret', PASSWORD_SECRET_LABEL)
-            return secret, password
+            return secret, password, True
         content = secret.get_content(refresh=True)
         password = content.get(PASSWORD_KEY, '')
         if not password:
             # Our own secret lost its key (edited by hand?): repair it.
             password = workload.generate_password()
-            self._ensure_still_leader()
-            secret.set_content({PASSWORD_KEY: password})
+            self._write_password(secret, password)
             logger.warning('The %s secret had no password; wrote a new one', PASSWORD_SECRET_LABEL)
-        return secret, password
+        return secret, password, False
+
+    def _write_password(self, secret: ops.Secret, password: str) -> None:
+        """Add a revision to the app's password secret, if this unit still leads."""
+        self._ensure_still_leader()
+        secret.set_content({PASSWORD_KEY: password})
+        self._password_written = True
 
     def _publish(self, record: LeaderRecord, previous: LeaderRecord | None) -> None:
         """Write the leader record into the peer app databag, if it changed."""
@@ -383,7 +422,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         """Read the leader's secret by the id it published; never create one here."""
         try:
             # refresh=True: read (and track) the newest revision. After
-            # rotate-password the leader bumps the generation in the peer
+            # rotate-password the leader bumps the password revision in the peer
             # databag, which wakes us up; whether Juju would hand a peer of the
             # owner the newest revision without refresh differs between Juju
             # versions, so do not depend on it.
@@ -497,8 +536,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
         return False
 
     def _set_workload_version(self) -> None:
-        process = self.container.exec(['valkey-server', '--version'])
-        stdout, _ = process.wait_output()
+        try:
+            stdout, _ = self.container.exec(['valkey-server', '--version']).wait_output()
+        except ops.pebble.Error as e:
+            # Cosmetic: Valkey runs; `juju status` shows no version until the
+            # next new plan (a new container or charm revision).
+            logger.warning('Could not read the Valkey version: %s', type(e).__name__)
+            return
         version = workload.parse_version(stdout)
         if version:
             self.unit.set_workload_version(version)
@@ -527,19 +571,19 @@ class ValkeyLeaderCharm(ops.CharmBase):
         Computed once, when the collect-status events run at the end of the
         hook (app status first, on the leader, then unit status).
         """
-        if self._faults:
-            # What went wrong in this hook says more than the state it left behind.
-            return self._faults
         config, config_problem = self._applicable_config()
-        if config_problem is not None:
-            return [config_problem]
+        if self._faults or config_problem is not None:
+            # What went wrong, in this hook or in the config, says more than
+            # the state the unit is in; a Blocked config outranks a fault.
+            return [*self._faults, *([config_problem] if config_problem else [])]
+        assert config is not None  # noqa: S101 - no config problem means a config
         assessment = self._assessment
-        if assessment is None and config is not None:
+        if assessment is None:
             # This hook ran no reconcile (an event we do not act on): assess the
             # same inputs the reconcile would have used.
             assessment = self._workload_settings(config, leader_password=None)
-        if assessment is None or isinstance(assessment, ops.StatusBase):
-            return [assessment or ops.WaitingStatus('waiting for a valid config')]
+        if isinstance(assessment, ops.StatusBase):
+            return [assessment]
         if not self.container.can_connect():
             return [ops.WaitingStatus('waiting for Pebble in the valkey container')]
         try:

@@ -60,9 +60,12 @@ class LeaderRecord:
     """The leader's stable DNS name: replicas point ``replicaof`` at it."""
     password_secret_id: str = dataclasses.field(metadata=_alias('password-secret-id'))
     """The id of the app secret holding the password: never the password itself."""
-    password_generation: int = dataclasses.field(default=0, metadata=_alias('password-generation'))
-    """Bumped by ``rotate-password``. The change is what wakes the replicas up:
-    they re-read the secret with ``refresh=True`` and restart with the new password."""
+    password_revision: int = dataclasses.field(default=0, metadata=_alias('password-revision'))
+    """The newest revision of the password secret the leader knows of.
+
+    It moves with every new revision (``rotate-password``), and the change is
+    what wakes the replicas up: they re-read the secret with ``refresh=True``
+    and restart with the new password."""
     primary_service_selects: str = dataclasses.field(
         default='', metadata=_alias('primary-service-selects')
     )
@@ -82,9 +85,9 @@ class LeaderRecord:
             raise ValueError('password-secret-id is not a secret id')
         if self.primary_service_selects and not _matches(_DNS_NAME, self.primary_service_selects):
             raise ValueError('primary-service-selects is not a pod name')
-        generation: object = self.password_generation
-        if type(generation) is not int or generation < 0:
-            raise ValueError('password-generation is not a non-negative integer')
+        revision: object = self.password_revision
+        if type(revision) is not int or revision < 0:
+            raise ValueError('password-revision is not a non-negative integer')
 
 
 def _matches(pattern: re.Pattern[str], value: object) -> bool:

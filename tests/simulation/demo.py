@@ -96,7 +96,7 @@ def short(unit: str) -> str:
 
 
 def published(hook: Hook) -> str:
-    shown = ('leader-unit', 'password-generation', 'primary-service-selects')
+    shown = ('leader-unit', 'password-revision', 'primary-service-selects')
     parts = [f'{key}={json.loads(hook.published[key])}' for key in shown if key in hook.published]
     others = sorted(set(hook.published) - set(shown))
     if others:

@@ -484,7 +484,8 @@ def test_rotate_password_on_the_leader_and_the_followers_follow(tmp_path: Path) 
         'result': 'password rotated; every unit restarts with it',
         'secret-id': password_secret(rotated).id,
     }
-    assert peer_app_data(rotated)['password-generation'] == '1'
+    assert peer_app_data(leader)['password-revision'] == '1'
+    assert peer_app_data(rotated)['password-revision'] == '2'
     assert f'requirepass "{new}"' in fs.read_config()
 
     # The generation bump fires relation-changed on a follower, which re-reads
@@ -655,13 +656,13 @@ def test_a_stale_published_secret_id_falls_back_to_the_label(ctx: Ctx, fs: UnitF
             'leader-unit': f'"{unit_name(1)}"',
             'leader-address': '"old-leader.example"',
             'password-secret-id': '"secret:0000000000000000000a"',
-            'password-generation': '3',
+            'password-revision': '3',
         }
     )
     out = ctx.run(ctx.on.leader_elected(), leader_state(fs, relations={stale}, secrets={secret}))
     assert out.secrets == frozenset({secret})
     assert peer_app_data(out)['password-secret-id'] == f'"{secret.id}"'
-    assert peer_app_data(out)['password-generation'] == '3'
+    assert peer_app_data(out)['password-revision'] == '3'
     assert f'requirepass "{"q" * 48}"' in fs.read_config()
 
 
@@ -808,3 +809,133 @@ def test_leader_duties_that_juju_refuses_become_a_status(
     assert out.unit_status == ops.WaitingStatus(
         'leader duties failed (RelationDataAccessError); retrying'
     )
+
+
+# ---------------------------------------------------- review follow-ups
+
+
+def test_a_rotation_whose_announcement_failed_is_announced_by_the_next_hook(
+    ctx: Ctx, fs: UnitFilesystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = deploy_leader(ctx, fs)
+    save = ops.Relation.save
+
+    def refuse(*_: object, **__: object) -> None:
+        raise ops.RelationDataAccessError('relation data is read-only right now')
+
+    monkeypatch.setattr(ops.Relation, 'save', refuse)
+    with pytest.raises(testing.ActionFailed) as failure:
+        ctx.run(ctx.on.action('rotate-password'), state)
+    assert failure.value.message.startswith(
+        'The password was rotated, but the other units were not told yet'
+    )
+    after_action = failure.value.state
+    assert isinstance(after_action, testing.State)
+    assert peer_app_data(after_action)['password-revision'] == '1'
+
+    monkeypatch.setattr(ops.Relation, 'save', save)
+    out = ctx.run(ctx.on.update_status(), after_action)
+
+    assert peer_app_data(out)['password-revision'] == '2'
+    new = password_secret(out).latest_content['password']
+    assert f'requirepass "{new}"' in fs.read_config()
+
+
+def test_the_label_wins_over_a_published_id(tmp_path: Path) -> None:
+    """Two live secrets: the app's labelled one is the password, whatever was published."""
+    labelled = testing.Secret({'password': 'l' * 48}, owner='app', label='admin-password')
+    other = testing.Secret({'password': 'o' * 48}, owner='app')
+    fs = make_filesystem(tmp_path)
+    relation = make_peer_relation(
+        app_data={
+            'leader-unit': f'"{unit_name(1)}"',
+            'leader-address': '"old.example"',
+            'password-secret-id': f'"{other.id}"',
+        }
+    )
+    ctx = make_context(tmp_path)
+    out = ctx.run(
+        ctx.on.leader_elected(), leader_state(fs, relations={relation}, secrets={labelled, other})
+    )
+    assert peer_app_data(out)['password-secret-id'] == f'"{labelled.id}"'
+    assert f'requirepass "{"l" * 48}"' in fs.read_config()
+
+
+def test_with_neither_label_nor_published_secret_a_new_password_is_made(
+    ctx: Ctx, fs: UnitFilesystem
+) -> None:
+    """The secret was removed by hand: nothing is left to reuse, so the leader makes one."""
+    relation = make_peer_relation(
+        app_data={
+            'leader-unit': f'"{unit_name(1)}"',
+            'leader-address': '"old.example"',
+            'password-secret-id': '"secret:0000000000000000000b"',
+        }
+    )
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs, relations={relation}))
+    secret = password_secret(out)
+    assert peer_app_data(out)['password-secret-id'] == f'"{secret.id}"'
+    assert f'requirepass "{secret.latest_content["password"]}"' in fs.read_config()
+
+
+def test_repairing_the_secret_also_checks_leadership_first(
+    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects
+) -> None:
+    broken = testing.Secret({'other': 'x'}, owner='app', label='admin-password')
+    with ctx(ctx.on.config_changed(), leader_state(fs, secrets={broken})) as manager:
+        answers = iter([True])
+        manager.charm.model._backend.is_leader = lambda: next(answers, False)  # type: ignore[method-assign]
+        out = manager.run()
+    assert 'set_content' not in side_effects.calls
+    assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
+
+
+def test_a_follower_never_removes_secret_revisions(tmp_path: Path) -> None:
+    leader = deploy_leader(make_context(tmp_path, 0), make_filesystem(tmp_path, 0))
+    ctx = make_context(tmp_path, 1)
+    state = hand_over(
+        leader, to_unit=1, leader=False, container=make_container(make_filesystem(tmp_path, 1))
+    )
+    ctx.run(ctx.on.secret_remove(password_secret(leader), revision=1), state)
+    assert ctx.removed_secret_revisions == []
+
+
+def test_stored_options_from_an_older_revision_do_not_break_hooks(
+    ctx: Ctx, fs: UnitFilesystem
+) -> None:
+    state = deploy_leader(ctx, fs)
+    stale = testing.StoredState(
+        '_stored',
+        owner_path='ValkeyLeaderCharm',
+        content={'last_good_options': {'log_level': 'notice', 'io_threads': '4'}},
+    )
+    others = {s for s in state.stored_states if s.owner_path != 'ValkeyLeaderCharm'}
+    out = ctx.run(
+        ctx.on.config_changed(),
+        rerun(state, config={'log-level': 'loud'}, stored_states={*others, stale}),
+    )
+    assert isinstance(out.unit_status, ops.BlockedStatus)
+
+
+def test_a_fault_does_not_hide_an_invalid_config(
+    ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes
+) -> None:
+    kubernetes.fail_with = 500
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs, config={'log-level': 'loud'}))
+    assert isinstance(out.unit_status, ops.BlockedStatus)
+    assert out.unit_status.message.startswith("invalid config: log-level='loud'")
+
+
+def test_an_unreadable_version_is_not_a_fault(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    fs = make_filesystem(tmp_path)
+    failing = make_container(
+        fs,
+        execs={
+            testing.Exec(['chown'], return_code=0),
+            testing.Exec(['valkey-server', '--version'], return_code=1, stderr='boom'),
+        },
+    )
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs, containers={failing}))
+    assert out.unit_status == ops.ActiveStatus('primary')
+    assert out.workload_version == ''

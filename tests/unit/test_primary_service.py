@@ -289,3 +289,26 @@ def test_service_name_and_object_are_pure() -> None:
         'app.kubernetes.io/name': 'db',
         'statefulset.kubernetes.io/pod-name': 'db-2',
     }
+
+
+def test_no_apply_once_leadership_is_lost_after_the_lookup(
+    ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes
+) -> None:
+    """The StatefulSet lookup may be slow: the apply only happens if this unit still leads."""
+    leadership = {'held': True}
+    original = kubernetes.handle
+
+    def lookup_then_lose_leadership(request: Any) -> Any:
+        response = original(request)
+        if request.method == 'GET':
+            leadership['held'] = False
+        return response
+
+    kubernetes.handle = lookup_then_lose_leadership  # type: ignore[method-assign]
+    with ctx(ctx.on.leader_elected(), leader_state(fs)) as manager:
+        manager.charm.model._backend.is_leader = lambda: leadership['held']  # type: ignore[method-assign]
+        out = manager.run()
+
+    assert [r.method for r in kubernetes.requests] == ['GET']
+    assert peer_app_data(out) == {}
+    assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')

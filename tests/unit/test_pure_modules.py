@@ -206,7 +206,7 @@ def record(**overrides: object) -> LeaderRecord:
 
 
 def test_a_valid_record() -> None:
-    assert record().password_generation == 0
+    assert record().password_revision == 0
     assert record().primary_service_selects == ''
 
 
@@ -219,9 +219,9 @@ def test_a_valid_record() -> None:
         {'address': 'has space'},
         {'address': ''},
         {'password_secret_id': 'not-a-secret'},
-        {'password_generation': -1},
-        {'password_generation': '1'},
-        {'password_generation': True},
+        {'password_revision': -1},
+        {'password_revision': '1'},
+        {'password_revision': True},
         {'primary_service_selects': 'Bad_Pod!'},
     ],
 )
