@@ -104,10 +104,11 @@ def packed_charm(tmp_path_factory: pytest.TempPathFactory) -> PackedCharm:
     dispatch = root / 'dispatch'
     dispatch.write_text(DISPATCH)
     dispatch.chmod(0o755)
-    # As charmcraft's charm plugin installs: every package built from source
-    # (--no-binary=:all:, which also applies to build dependencies), except
-    # those listed in charm-binary-python-packages. A dependency whose source
-    # build needs a toolchain the build host lacks fails here, as it would there.
+    # Like charmcraft's charm plugin, but stricter: every package is built from
+    # source (--no-binary=:all:, which also applies to build dependencies;
+    # charmcraft names the direct requirements only) except those listed in
+    # charm-binary-python-packages. A requirement whose source build needs a
+    # toolchain the build host lacks (lightkube's, Rust) fails here as there.
     binary = ','.join(charm_binary_python_packages())
     install = subprocess.run(
         [
