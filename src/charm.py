@@ -463,7 +463,6 @@ class ValkeyLeaderCharm(ops.CharmBase):
         desired = workload.render_config(settings, self.charm_dir / 'templates')
         try:
             pushed = self._push_if_changed(desired)
-            self._ensure_data_dir_owned()
             if self._ensure_service(restart=pushed):
                 self._set_workload_version()
         except ops.pebble.Error as e:
@@ -501,7 +500,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
         return True
 
     def _ensure_data_dir_owned(self) -> None:
-        """Valkey runs as the image's non-root user and must write its RDB files."""
+        """Valkey runs as the image's non-root user and must write its RDB files.
+
+        Checked only right before Valkey (re)starts, not on every hook: a hook
+        that changes nothing makes no Pebble call for it.
+        """
         owner = (workload.WORKLOAD_UID, workload.WORKLOAD_GID)
         try:
             info = self.container.list_files(workload.DATA_DIR, itself=True)[0]
@@ -524,16 +527,20 @@ class ValkeyLeaderCharm(ops.CharmBase):
         """
         layer = workload.pebble_layer()
         planned = self.container.get_plan().services.get(workload.SERVICE)
-        if planned != layer.services[workload.SERVICE]:
+        new_plan = planned != layer.services[workload.SERVICE]
+        if new_plan:
             self.container.add_layer(workload.CONTAINER, layer, combine=True)
+        elif not restart and self.container.get_service(workload.SERVICE).is_running():
+            return False
+        self._ensure_data_dir_owned()
+        if new_plan:
             # replan starts the service, or restarts it if its definition changed.
             self.container.replan()
-            return True
-        if restart:
+        elif restart:
             self.container.restart(workload.SERVICE)
-        elif not self.container.get_service(workload.SERVICE).is_running():
+        else:
             self.container.start(workload.SERVICE)
-        return False
+        return new_plan
 
     def _set_workload_version(self) -> None:
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import ops
 import pytest
@@ -213,37 +212,9 @@ def test_first_start_is_one_replan_and_no_restart(
 
 
 def test_identical_events_change_nothing(
-    ctx: Ctx,
-    fs: UnitFilesystem,
-    side_effects: SideEffects,
-    kubernetes: FakeKubernetes,
-    monkeypatch: pytest.MonkeyPatch,
+    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects, kubernetes: FakeKubernetes
 ) -> None:
     state = deploy_leader(ctx, fs)
-    # After the first chown Pebble reports the data directory as the workload
-    # user's (the test's own files can never belong to uid 999).
-    list_files = ops.Container.list_files
-
-    def owned_by_valkey(self: ops.Container, path: str, **kwargs: Any) -> list[Any]:
-        return [
-            ops.pebble.FileInfo(
-                path=info.path,
-                name=info.name,
-                type=info.type,
-                size=info.size,
-                permissions=info.permissions,
-                last_modified=info.last_modified,
-                user_id=999,
-                user='valkey',
-                group_id=999,
-                group='valkey',
-            )
-            if path == '/var/lib/valkey'
-            else info
-            for info in list_files(self, path, **kwargs)
-        ]
-
-    monkeypatch.setattr(ops.Container, 'list_files', owned_by_valkey)
     side_effects.calls.clear()
     ctx.exec_history.clear()
     kubernetes.requests.clear()
