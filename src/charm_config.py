@@ -14,10 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import TYPE_CHECKING, Final
+from collections.abc import Mapping
+from typing import Final, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    import ops
+import ops
+
+import workload
+
+_T = TypeVar('_T')
+
+
+class LoadConfig(Protocol):
+    """``CharmBase.load_config``: the charm's config, as an instance of ``cls``."""
+
+    def __call__(self, cls: type[_T], /) -> _T: ...  # noqa: D102
+
 
 LOG_LEVELS: Final = ('debug', 'verbose', 'notice', 'warning')
 MAXMEMORY_POLICIES: Final = (
@@ -117,6 +128,18 @@ class CharmConfig(PasswordConfig):
             )
         super().__post_init__()
 
+    def valkey_settings(
+        self, *, password: str, primary_address: str | None
+    ) -> workload.ValkeySettings:
+        """Everything one unit's file depends on: these options, plus its role and password."""
+        return workload.ValkeySettings(
+            password=password,
+            primary_address=primary_address,
+            log_level=self.log_level,
+            maxmemory=self.maxmemory,
+            maxmemory_policy=self.maxmemory_policy,
+        )
+
     @property
     def workload_options(self) -> dict[str, str]:
         """The options that only shape the config file (not the password)."""
@@ -125,3 +148,28 @@ class CharmConfig(PasswordConfig):
             'maxmemory': self.maxmemory,
             'maxmemory_policy': self.maxmemory_policy,
         }
+
+
+def applicable(
+    load_config: LoadConfig, last_good_options: Mapping[str, str]
+) -> tuple[CharmConfig | None, ops.BlockedStatus | None]:
+    """The config to apply (``load_config`` is the charm's), and why it is not the user's.
+
+    While the user's config is invalid the unit is Blocked, but the last options
+    that were valid still apply with the current password source: a leadership
+    change must still rewrite the file, whatever typo is in the config. If the
+    password source itself is invalid, or nothing usable was kept (never valid,
+    or kept by an older charm revision with other options), there is nothing to
+    apply: a password is never guessed.
+    """
+    try:
+        return load_config(CharmConfig), None
+    except ValueError as e:
+        problem = ops.BlockedStatus(f'invalid config: {e}')
+    if not last_good_options:
+        return None, problem
+    try:
+        password = load_config(PasswordConfig)
+        return CharmConfig(**last_good_options, admin_password=password.admin_password), problem
+    except (TypeError, ValueError):
+        return None, problem

@@ -9,14 +9,19 @@ fires ``valkey-peers-relation-changed`` on the other units: this is how Juju
 charms announce a leadership change today (``leader-settings-changed`` is
 deprecated). See ``manage-leadership-changes`` in the ops documentation.
 
-Nothing here knows about Juju events; it can be tested without a charm.
+This module knows ops' relations, but no Juju events.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from typing import Final
+
+import ops
+
+logger = logging.getLogger(__name__)
 
 PEER_ENDPOINT: Final = 'valkey-peers'
 
@@ -26,6 +31,10 @@ _DNS_NAME = re.compile(
     re.IGNORECASE,
 )
 _SECRET_ID = re.compile(r'secret:[0-9A-Za-z/:._-]+')
+
+
+class LeadershipLostError(Exception):
+    """This unit stopped being the leader in the middle of the hook."""
 
 
 def pod_name(unit_name: str) -> str:
@@ -66,13 +75,6 @@ class LeaderRecord:
     It moves with every new revision (``rotate-password``), and the change is
     what wakes the replicas up: they re-read the secret with ``refresh=True``
     and restart with the new password."""
-    primary_service_selects: str = dataclasses.field(
-        default='', metadata=_alias('primary-service-selects')
-    )
-    """The pod the ``<app>-primary`` Service was last pointed at, by the leader.
-
-    The leader's own bookkeeping, kept where a successor finds it: when it
-    already names this leader's pod, there is no Kubernetes call to make."""
 
     def __post_init__(self) -> None:
         """Refuse data that would put something unsafe into a replica's config file."""
@@ -83,8 +85,6 @@ class LeaderRecord:
             raise ValueError(f'leader-address is not a DNS name: {self.address!r}')
         if not _matches(_SECRET_ID, self.password_secret_id):
             raise ValueError('password-secret-id is not a secret id')
-        if self.primary_service_selects and not _matches(_DNS_NAME, self.primary_service_selects):
-            raise ValueError('primary-service-selects is not a pod name')
         revision: object = self.password_revision
         if type(revision) is not int or revision < 0:
             raise ValueError('password-revision is not a non-negative integer')
@@ -92,3 +92,58 @@ class LeaderRecord:
 
 def _matches(pattern: re.Pattern[str], value: object) -> bool:
     return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def read_record(
+    relation: ops.Relation | None, app: ops.Application
+) -> LeaderRecord | ops.StatusBase:
+    """What the leader published in the peer databag, or why there is nothing usable."""
+    if relation is None:
+        return ops.WaitingStatus(f'waiting for the {PEER_ENDPOINT} relation')
+    if not relation.data[app]:
+        return ops.WaitingStatus('waiting for the leader to publish its address')
+    try:
+        return relation.load(LeaderRecord, app)
+    except (TypeError, ValueError) as e:
+        logger.warning('Ignoring unusable leader data in %s: %s', PEER_ENDPOINT, e)
+        return ops.WaitingStatus('leader data is incomplete; waiting for the leader to rewrite it')
+
+
+def leader_to_follow(
+    record: LeaderRecord | ops.StatusBase, unit_name: str
+) -> LeaderRecord | ops.StatusBase:
+    """The leader a non-leader must replicate from, or why it cannot yet."""
+    if isinstance(record, LeaderRecord) and record.unit == unit_name:
+        # This unit led until recently. Replicating from itself would be
+        # absurd; it keeps its last file until the new leader publishes.
+        return ops.WaitingStatus('no longer the leader; waiting for the new leader')
+    return record
+
+
+def role(leader: LeaderRecord | None) -> str:
+    """What a unit's file makes it, in the words of its status: ``None`` is the leader itself."""
+    return 'primary' if leader is None else f'replica of {leader.unit}'
+
+
+def statuses(
+    *,
+    config_problem: ops.StatusBase | None,
+    last_problem: ops.StatusBase | None,
+    leader: LeaderRecord | ops.StatusBase | None,
+    file_role: str,
+) -> list[ops.StatusBase]:
+    """A unit's statuses, most telling first: ops reports the highest priority, first among equals.
+
+    ``leader`` is ``None`` for the leader itself, else the leader to follow or
+    why it is not known; ``file_role`` is what the unit's config file makes it.
+    """
+    found = [status for status in (config_problem, last_problem) if status is not None]
+    if isinstance(leader, ops.StatusBase):
+        return [*found, leader]
+    wanted = role(leader)
+    if file_role == wanted:
+        return [*found, ops.ActiveStatus(file_role)]
+    if not file_role:
+        return [*found, ops.WaitingStatus('no config file yet')]
+    # Seen on events the charm does not act on: the next one it acts on moves the role.
+    return [*found, ops.WaitingStatus(f'still {file_role}; about to become {wanted}')]

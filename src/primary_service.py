@@ -15,16 +15,21 @@ Juju events.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Final
 
 import httpx2
+import ops
 from lightkube import ApiError, Client, ConfigError
 from lightkube.models.core_v1 import ServicePort, ServiceSpec
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import Service
 
+logger = logging.getLogger(__name__)
+
+PORT: Final = 6379
 POD_NAME_LABEL: Final = 'statefulset.kubernetes.io/pod-name'
 APP_LABEL: Final = 'app.kubernetes.io/name'
 # A hook must not hang on an unreachable API server.
@@ -135,6 +140,31 @@ def point_at(
             f'unexpected answer from the Kubernetes API ({type(e).__name__}); retrying',
             needs_user=False,
         ) from None
+
+
+def repoint(
+    app: ops.Application, model_name: str, unit_name: str, before_write: Callable[[], None]
+) -> ops.StatusBase | None:
+    """:func:`point_at` the unit's pod, with a failure as the status that says what to do."""
+    app_name, leader_pod = app.name, unit_name.replace('/', '-')
+    try:
+        point_at(
+            app_name=app_name,
+            namespace=model_name,
+            leader_pod=leader_pod,
+            port=PORT,
+            before_write=before_write,
+        )
+    except PrimaryServiceError as e:
+        logger.warning(
+            'Could not point the %s Service at %s: %s',
+            service_name(app_name),
+            leader_pod,
+            e.message,
+        )
+        return (ops.BlockedStatus if e.needs_user else ops.WaitingStatus)(e.message)
+    logger.info('Pointed the %s Service at %s', service_name(app_name), leader_pod)
+    return None
 
 
 def _explain(error: ApiError, app_name: str) -> PrimaryServiceError:

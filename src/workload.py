@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import secrets
-import string
 from pathlib import Path
 from typing import Final
 
@@ -28,8 +26,6 @@ DATA_DIR: Final = '/var/lib/valkey'
 WORKLOAD_UID: Final = 999
 WORKLOAD_GID: Final = 999
 TEMPLATE_NAME: Final = 'valkey.conf.j2'
-PASSWORD_LENGTH: Final = 48
-_PASSWORD_ALPHABET: Final = string.ascii_letters + string.digits
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,11 +44,6 @@ class ValkeySettings:
     def is_primary(self) -> bool:
         """Whether this unit's file makes it the primary."""
         return self.primary_address is None
-
-
-def generate_password() -> str:
-    """A new random password: letters and digits only, so it is easy to pass around."""
-    return ''.join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
 def valkey_quote(value: str) -> str:

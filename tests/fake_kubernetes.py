@@ -20,6 +20,7 @@ from lightkube import Client, KubeConfig
 
 import primary_service
 
+APP = 'valkey-leader-k8s'
 STATEFULSET_UID = '6f1d2c3b-0000-4000-8000-000000000001'
 
 
@@ -93,6 +94,11 @@ class FakeKubernetes:
     @property
     def applies(self) -> list[Request]:
         return [r for r in self.requests if r.method == 'PATCH']
+
+    def selected_pod(self, service: str = f'{APP}-primary') -> str | None:
+        """The pod the Service as stored selects, or ``None`` if it does not exist."""
+        body = self.services.get(service)
+        return body['spec']['selector'][primary_service.POD_NAME_LABEL] if body else None
 
     def make_client(self, namespace: str, field_manager: str) -> Client:
         cluster: dict[str, str] = {'server': 'https://kubernetes.invalid'}

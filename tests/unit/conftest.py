@@ -64,7 +64,7 @@ def unit_name(unit_id: int) -> str:
 def make_charm_root(tmp_path: Path) -> Path:
     """A charm directory holding what the packed charm ships besides code: the templates."""
     root = tmp_path / 'charm'
-    shutil.copytree(REPO_ROOT / 'templates', root / 'templates')
+    shutil.copytree(REPO_ROOT / 'templates', root / 'templates', dirs_exist_ok=True)
     return root
 
 
@@ -209,6 +209,47 @@ def side_effects(monkeypatch: pytest.MonkeyPatch) -> SideEffects:
 
             monkeypatch.setattr(owner, name, wrapper)
     return recorder
+
+
+@dataclasses.dataclass
+class Lease:
+    """The leader's lease as the charm sees it through ``Unit.is_leader()``.
+
+    ``State(leader=True)`` holds leadership for a whole run; this runs it out in
+    the middle of one. Juju guarantees leadership for 30 s after a positive
+    check and ops caches the answer for those 30 s (``_ModelBackend.is_leader``
+    in ops/model.py), so a check answers False only once a slow step has let the
+    lease run out: here, from the moment :meth:`run_out` is called (by a slow
+    fake Kubernetes call, say), or after the next ``checks`` positive answers.
+    """
+
+    held: bool = True
+    remaining: int | None = None
+
+    def run_out(self) -> None:
+        self.held = False
+
+    def run_out_after(self, checks: int) -> None:
+        self.remaining = checks
+
+    def answer(self, leads: bool) -> bool:
+        if self.remaining is not None:
+            self.held = self.held and self.remaining > 0
+            self.remaining = max(self.remaining - 1, 0)
+        return leads and self.held
+
+
+@pytest.fixture
+def lease(monkeypatch: pytest.MonkeyPatch) -> Lease:
+    """Patch the public ``ops.Unit.is_leader`` so that a test can run the lease out mid-hook."""
+    lease = Lease()
+    original = ops.Unit.is_leader
+
+    def is_leader(unit: ops.Unit) -> bool:
+        return lease.answer(original(unit))
+
+    monkeypatch.setattr(ops.Unit, 'is_leader', is_leader)
+    return lease
 
 
 @pytest.fixture(autouse=True)

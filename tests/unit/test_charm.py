@@ -18,6 +18,7 @@ from ..fake_kubernetes import FakeKubernetes
 from .conftest import (
     APP,
     PEERS,
+    Lease,
     SideEffects,
     UnitFilesystem,
     hand_over,
@@ -487,7 +488,8 @@ def test_rotate_password_on_a_follower_fails_naming_the_leader(tmp_path: Path) -
         ctx.run(ctx.on.action('rotate-password'), state)
 
     assert failure.value.message == (
-        f'Only the leader can rotate the password. Run: juju run {unit_name(0)} rotate-password'
+        f'Only the leader can rotate the password (the leader is {unit_name(0)}). '
+        f'Run: juju run {APP}/leader rotate-password'
     )
 
 
@@ -509,18 +511,18 @@ def test_rotate_password_is_refused_while_admin_password_is_set(
 
 
 def test_rotate_password_fails_if_leadership_is_lost_before_the_write(
-    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects
+    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects, lease: Lease
 ) -> None:
     state = deploy_leader(ctx, fs)
     before = password_secret(state).latest_content
     side_effects.calls.clear()
-    with ctx(ctx.on.action('rotate-password'), state) as manager:
-        answers = iter([True, True])  # the action's check, then the reconcile's
-        manager.charm.model._backend.is_leader = lambda: next(answers, False)  # type: ignore[method-assign]
-        with pytest.raises(testing.ActionFailed) as failure:
-            manager.run()
+    lease.run_out_after(1)  # the action's own check; the lease runs out before the write
+    with pytest.raises(testing.ActionFailed) as failure:
+        ctx.run(ctx.on.action('rotate-password'), state)
+    # Leadership is moving and no new leader has published yet: never "run it here".
     assert failure.value.message == (
-        'The password was not rotated: lost leadership; waiting for the new leader'
+        'This unit lost leadership. Only the leader can rotate the password '
+        f'(leadership is moving to another unit). Run: juju run {APP}/leader rotate-password'
     )
     assert 'set_content' not in side_effects.calls
     assert isinstance(failure.value.state, testing.State)
@@ -850,13 +852,11 @@ def test_with_neither_label_nor_published_secret_a_new_password_is_made(
 
 
 def test_repairing_the_secret_also_checks_leadership_first(
-    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects
+    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects, lease: Lease
 ) -> None:
     broken = testing.Secret({'other': 'x'}, owner='app', label='admin-password')
-    with ctx(ctx.on.config_changed(), leader_state(fs, secrets={broken})) as manager:
-        answers = iter([True])
-        manager.charm.model._backend.is_leader = lambda: next(answers, False)  # type: ignore[method-assign]
-        out = manager.run()
+    lease.run_out_after(1)
+    out = ctx.run(ctx.on.config_changed(), leader_state(fs, secrets={broken}))
     assert 'set_content' not in side_effects.calls
     assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
 

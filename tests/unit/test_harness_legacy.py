@@ -45,7 +45,7 @@ def harness() -> Iterator[testing.Harness[ValkeyLeaderCharm]]:
 
 
 def rendered_config(harness: testing.Harness[ValkeyLeaderCharm]) -> str:
-    with harness.charm.container.pull('/etc/valkey/valkey.conf') as file:
+    with harness.charm.unit.get_container('valkey').pull('/etc/valkey/valkey.conf') as file:
         return file.read()
 
 

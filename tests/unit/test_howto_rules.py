@@ -9,6 +9,7 @@ https://documentation.ubuntu.com/ops/latest/howto/manage-leadership-changes/
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import ops
 import pytest
@@ -19,6 +20,7 @@ from charm import ValkeyLeaderCharm
 from .conftest import (
     APP,
     PEERS,
+    Lease,
     UnitFilesystem,
     hand_over,
     leader_state,
@@ -33,15 +35,20 @@ from .conftest import (
 
 
 def test_leader_elected_is_observed_and_leader_settings_changed_is_not(
-    ctx: testing.Context[ValkeyLeaderCharm], fs: UnitFilesystem
+    ctx: testing.Context[ValkeyLeaderCharm], fs: UnitFilesystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    observed: list[str] = []
+    original = ops.Framework.observe
+
+    def recording_observe(framework: ops.Framework, event: ops.BoundEvent, observer: Any) -> None:
+        observed.append(event.event_kind)
+        original(framework, event, observer)
+
+    monkeypatch.setattr(ops.Framework, 'observe', recording_observe)
     state = testing.State(
         leader=True, relations={make_peer_relation()}, containers={make_container(fs)}
     )
-    with ctx(ctx.on.leader_elected(), state) as manager:
-        observers = manager.charm.framework._observers
-        observed = {kind for _, _, _, kind in observers}
-        out = manager.run()
+    out = ctx.run(ctx.on.leader_elected(), state)
     assert 'leader_elected' in observed
     assert 'leader_settings_changed' not in observed
     # And leader-elected does what the how-to says: the new leader announces itself.
@@ -113,18 +120,15 @@ def test_only_the_leader_creates_the_app_secret(tmp_path: Path) -> None:
 
 
 def test_leadership_is_checked_again_right_before_each_write(
-    ctx: testing.Context[ValkeyLeaderCharm], fs: UnitFilesystem
+    ctx: testing.Context[ValkeyLeaderCharm], fs: UnitFilesystem, lease: Lease
 ) -> None:
     """Juju guarantees leadership for 30 s only: the leader re-checks before writing.
 
     Leadership is lost after the first check of the hook: the secret must not be
     created and nothing written to the peer databag.
     """
-    with ctx(ctx.on.leader_elected(), leader_state(fs)) as manager:
-        answers = iter([True])
-        backend = manager.charm.model._backend
-        backend.is_leader = lambda: next(answers, False)  # type: ignore[method-assign]
-        out = manager.run()
+    lease.run_out_after(1)
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
     assert out.secrets == frozenset()
     assert peer_app_data(out) == {}
     assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')

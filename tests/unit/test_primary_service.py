@@ -21,6 +21,7 @@ from charm import ValkeyLeaderCharm
 from ..fake_kubernetes import STATEFULSET_UID, FakeKubernetes
 from .conftest import (
     APP,
+    Lease,
     UnitFilesystem,
     hand_over,
     imported_after,
@@ -66,7 +67,6 @@ def test_the_leader_applies_a_service_selecting_its_own_pod(
         {'name': 'valkey', 'port': 6379, 'targetPort': 6379, 'protocol': 'TCP'}
     ]
     assert body['spec']['type'] == 'ClusterIP'
-    assert peer_app_data(out)['primary-service-selects'] == f'"{APP}-0"'
     assert out.unit_status == ops.ActiveStatus('primary')
 
 
@@ -147,26 +147,40 @@ def test_a_new_leader_repoints_the_service(tmp_path: Path, kubernetes: FakeKuber
         first, to_unit=1, leader=True, container=make_container(make_filesystem(tmp_path, 1))
     )
 
-    second = second_ctx.run(second_ctx.on.leader_elected(), second_in)
+    second_ctx.run(second_ctx.on.leader_elected(), second_in)
 
     selectors = [r.body['spec']['selector'] for r in kubernetes.applies if r.body]
     assert [s['statefulset.kubernetes.io/pod-name'] for s in selectors] == [
         f'{APP}-0',
         f'{APP}-1',
     ]
-    assert peer_app_data(second)['primary-service-selects'] == f'"{APP}-1"'
 
 
-def test_no_kubernetes_call_when_the_service_already_selects_this_leader(
+def test_once_applied_other_events_make_no_kubernetes_call(
     ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes
 ) -> None:
     state = ctx.run(ctx.on.leader_elected(), leader_state(fs))
     kubernetes.requests.clear()
 
-    for event in (ctx.on.leader_elected(), ctx.on.config_changed(), ctx.on.update_status()):
+    for event in (ctx.on.config_changed(), ctx.on.update_status(), ctx.on.start()):
         state = ctx.run(event, state)
 
     assert kubernetes.requests == []
+
+
+def test_every_leader_elected_reapplies_the_service_whatever_was_recorded(
+    ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes
+) -> None:
+    """Issue 12: a predecessor may have re-pointed the Service and lost its lease before
+    it could say so; neither the databag nor this unit's memory can be trusted then."""
+    state = ctx.run(ctx.on.leader_elected(), leader_state(fs))
+    kubernetes.requests.clear()
+
+    ctx.run(ctx.on.leader_elected(), state)
+
+    assert [r.method for r in kubernetes.requests] == ['GET', 'PATCH']
+    (selector,) = [r.body['spec']['selector'] for r in kubernetes.applies if r.body]
+    assert selector['statefulset.kubernetes.io/pod-name'] == f'{APP}-0'
 
 
 def test_upgrade_charm_reapplies_the_service(
@@ -222,7 +236,6 @@ def test_kubernetes_errors_become_statuses_and_are_retried(
     # The rest of the leader duties still happened: peers can follow already.
     data = peer_app_data(out)
     assert data['leader-unit'] == f'"{APP}/0"'
-    assert data['primary-service-selects'] == '""'
     assert 'replicaof' not in fs.read_config()
 
     # The next event, even one that changes nothing else, retries; success clears it.
@@ -256,20 +269,19 @@ def test_client_side_failures_become_a_waiting_status(
 
 
 def test_leadership_is_rechecked_after_the_kubernetes_call(
-    ctx: Ctx, fs: UnitFilesystem, monkeypatch: pytest.MonkeyPatch, kubernetes: FakeKubernetes
+    ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes, lease: Lease
 ) -> None:
     """The API call may take seconds: after it, a unit that no longer leads writes nothing."""
-    leadership = {'held': True}
-    original = primary_service.point_at
+    original = kubernetes.handle
 
-    def slow_point_at(**kwargs: Any) -> None:
-        original(**kwargs)
-        leadership['held'] = False  # Juju moved leadership while we were waiting
+    def slow_apply(request: Any) -> Any:
+        response = original(request)
+        if request.method == 'PATCH':
+            lease.run_out()  # Juju moved leadership while we were waiting
+        return response
 
-    monkeypatch.setattr(primary_service, 'point_at', slow_point_at)
-    with ctx(ctx.on.leader_elected(), leader_state(fs)) as manager:
-        manager.charm.model._backend.is_leader = lambda: leadership['held']  # type: ignore[method-assign]
-        out = manager.run()
+    kubernetes.handle = slow_apply  # type: ignore[method-assign]
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
 
     assert len(kubernetes.applies) == 1
     assert peer_app_data(out) == {}
@@ -292,22 +304,19 @@ def test_service_name_and_object_are_pure() -> None:
 
 
 def test_no_apply_once_leadership_is_lost_after_the_lookup(
-    ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes
+    ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes, lease: Lease
 ) -> None:
     """The StatefulSet lookup may be slow: the apply only happens if this unit still leads."""
-    leadership = {'held': True}
     original = kubernetes.handle
 
     def lookup_then_lose_leadership(request: Any) -> Any:
         response = original(request)
         if request.method == 'GET':
-            leadership['held'] = False
+            lease.run_out()
         return response
 
     kubernetes.handle = lookup_then_lose_leadership  # type: ignore[method-assign]
-    with ctx(ctx.on.leader_elected(), leader_state(fs)) as manager:
-        manager.charm.model._backend.is_leader = lambda: leadership['held']  # type: ignore[method-assign]
-        out = manager.run()
+    out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
 
     assert [r.method for r in kubernetes.requests] == ['GET']
     assert peer_app_data(out) == {}

@@ -12,6 +12,7 @@ import jinja2
 import ops
 import pytest
 
+import password_secret
 import workload
 from charm_config import MAXMEMORY_LIMIT_BYTES, CharmConfig, maxmemory_bytes
 from leadership import LeaderRecord, pod_name, unit_address
@@ -162,7 +163,7 @@ def test_valkey_quote(raw: str, quoted: str) -> None:
 
 
 def test_generated_passwords_are_long_random_and_plain() -> None:
-    passwords = {workload.generate_password() for _ in range(50)}
+    passwords = {password_secret.generate() for _ in range(50)}
     assert len(passwords) == 50
     assert all(re.fullmatch(r'[A-Za-z0-9]{48}', p) for p in passwords)
 
@@ -207,7 +208,6 @@ def record(**overrides: object) -> LeaderRecord:
 
 def test_a_valid_record() -> None:
     assert record().password_revision == 0
-    assert record().primary_service_selects == ''
 
 
 @pytest.mark.parametrize(
@@ -222,7 +222,6 @@ def test_a_valid_record() -> None:
         {'password_revision': -1},
         {'password_revision': '1'},
         {'password_revision': True},
-        {'primary_service_selects': 'Bad_Pod!'},
     ],
 )
 def test_records_that_could_harm_a_replica_are_refused(overrides: dict[str, object]) -> None:

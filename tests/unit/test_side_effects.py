@@ -95,7 +95,12 @@ def test_a_follower_is_left_alone_by_events_that_change_nothing(
 def test_a_leader_elected_again_changes_nothing(
     tmp_path: Path, side_effects: SideEffects, kubernetes: FakeKubernetes
 ) -> None:
-    """Juju may elect the same unit again: it already leads, serves and is published."""
+    """Juju may elect the same unit again: it already leads, serves and is published.
+
+    The one thing it does again is the one thing outside Juju: it re-applies the
+    <app>-primary Service (a lookup and an apply), because a predecessor that lost
+    its lease mid-hook may have left it selecting another pod (issue 12).
+    """
     contexts, states = deploy(tmp_path)
     ctx, state = contexts[0], states[0]
     side_effects.calls.clear()
@@ -105,7 +110,7 @@ def test_a_leader_elected_again_changes_nothing(
         state = ctx.run(ctx.on.leader_elected(), state)
 
     assert changes(side_effects) == []
-    assert kubernetes.requests == []
+    assert [r.method for r in kubernetes.requests] == ['GET', 'PATCH'] * 2
 
 
 def test_a_former_leader_waiting_for_the_new_one_changes_nothing(

@@ -1,0 +1,291 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""What a leadership change does to a unit, whatever hook it runs next.
+
+* A status never claims a role the unit's config file does not give it, on any
+  event the charm can receive, observed or not (issue 9).
+* A lease that runs out in the middle of a hook leaves nothing outside Juju
+  drifting: the next leader re-applies the ``<app>-primary`` Service (issue 12).
+* Status evaluation makes no Pebble call: it reports what the hook found (issue 12).
+* A hook that Juju retries after the lease ran out does the follower's work and
+  nothing else (issue 11).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ops
+import pytest
+from ops import testing
+
+from charm import ValkeyLeaderCharm
+
+from ..fake_kubernetes import FakeKubernetes
+from .conftest import (
+    APP,
+    PEERS,
+    Lease,
+    SideEffects,
+    UnitFilesystem,
+    hand_over,
+    leader_state,
+    make_container,
+    make_context,
+    make_filesystem,
+    peer_app_data,
+    unit_name,
+)
+
+Ctx = testing.Context[ValkeyLeaderCharm]
+Event = Callable[[Ctx, testing.State], Any]
+
+
+def role_in_file(fs: UnitFilesystem) -> str | None:
+    """What the file on disk makes the unit, in the words of its status."""
+    if not fs.config_file.exists():
+        return None
+    match = re.search(rf'^replicaof {APP}-(\d+)\.', fs.read_config(), re.MULTILINE)
+    return f'replica of {unit_name(int(match[1]))}' if match else 'primary'
+
+
+def peers(state: testing.State) -> testing.PeerRelation:
+    relation = state.get_relations(PEERS)[0]
+    assert isinstance(relation, testing.PeerRelation)
+    return relation
+
+
+STORAGE = testing.Storage('data')
+# A secret of someone else's (secret-changed) and an app secret the charm does not manage
+# (secret-remove), so that Scenario allows the events on the leader too.
+USERS_SECRET = testing.Secret({'password': 'not-in-use'}, owner=None)
+OTHER_APP_SECRET = testing.Secret({'x': 'y'}, owner='app', label='other', id='secret:other')
+
+# Every event a unit of this charm can receive (the action aside), as Scenario builds it.
+EVERY_EVENT: dict[str, Event] = {
+    'install': lambda ctx, _: ctx.on.install(),
+    'start': lambda ctx, _: ctx.on.start(),
+    'stop': lambda ctx, _: ctx.on.stop(),
+    'remove': lambda ctx, _: ctx.on.remove(),
+    'upgrade-charm': lambda ctx, _: ctx.on.upgrade_charm(),
+    'config-changed': lambda ctx, _: ctx.on.config_changed(),
+    'update-status': lambda ctx, _: ctx.on.update_status(),
+    'leader-elected': lambda ctx, _: ctx.on.leader_elected(),
+    'valkey-pebble-ready': lambda ctx, s: ctx.on.pebble_ready(s.get_container('valkey')),
+    'valkey-pebble-check-failed': lambda ctx, s: ctx.on.pebble_check_failed(
+        s.get_container('valkey'), testing.CheckInfo('valkey-ready')
+    ),
+    'valkey-pebble-check-recovered': lambda ctx, s: ctx.on.pebble_check_recovered(
+        s.get_container('valkey'), testing.CheckInfo('valkey-ready')
+    ),
+    'valkey-peers-relation-created': lambda ctx, s: ctx.on.relation_created(peers(s)),
+    'valkey-peers-relation-joined': lambda ctx, s: ctx.on.relation_joined(peers(s), remote_unit=2),
+    'valkey-peers-relation-changed': lambda ctx, s: ctx.on.relation_changed(
+        peers(s), remote_unit=2
+    ),
+    'valkey-peers-relation-departed': lambda ctx, s: ctx.on.relation_departed(
+        peers(s), remote_unit=2, departing_unit=2
+    ),
+    'secret-changed': lambda ctx, _: ctx.on.secret_changed(USERS_SECRET),
+    'secret-remove': lambda ctx, _: ctx.on.secret_remove(OTHER_APP_SECRET, revision=1),
+    'data-storage-attached': lambda ctx, s: ctx.on.storage_attached(STORAGE),
+    'data-storage-detaching': lambda ctx, s: ctx.on.storage_detaching(STORAGE),
+}
+# The events the charm reconciles on: after them the unit IS in its new role.
+RECONCILING = {
+    'install',
+    'upgrade-charm',
+    'config-changed',
+    'update-status',
+    'leader-elected',
+    'valkey-pebble-ready',
+    'valkey-peers-relation-created',
+    'valkey-peers-relation-changed',
+    'valkey-peers-relation-departed',
+    'secret-changed',
+}
+
+
+@pytest.fixture
+def unit_1_follows_unit_0(tmp_path: Path) -> tuple[testing.State, testing.State, UnitFilesystem]:
+    """Unit 0 leads and published; unit 1's file replicates from it.
+
+    Returns unit 0's output state, unit 1's output state, and unit 1's files.
+    """
+    leader_ctx = make_context(tmp_path, 0)
+    leader = leader_ctx.run(
+        leader_ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path))
+    )
+    fs = make_filesystem(tmp_path, 1)
+    follower_ctx = make_context(tmp_path, 1)
+    follower_in = hand_over(leader, to_unit=1, leader=False, container=make_container(fs))
+    follower = follower_ctx.run(
+        follower_ctx.on.relation_changed(peers(follower_in), remote_unit=0), follower_in
+    )
+    assert role_in_file(fs) == f'replica of {unit_name(0)}'
+    return leader, follower, fs
+
+
+@pytest.mark.parametrize('event', sorted(EVERY_EVENT))
+def test_a_new_leader_claims_only_the_role_its_file_gives_it(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    event: str,
+) -> None:
+    _, follower, fs = unit_1_follows_unit_0
+    ctx = make_context(tmp_path, 1)
+    # Juju makes unit 1 the leader; the first hook it runs is `event`.
+    elected = dataclasses.replace(
+        follower,
+        leader=True,
+        storages={STORAGE},
+        secrets={*follower.secrets, USERS_SECRET, OTHER_APP_SECRET},
+    )
+
+    out = ctx.run(EVERY_EVENT[event](ctx, elected), elected)
+
+    if isinstance(out.unit_status, ops.ActiveStatus):
+        assert out.unit_status.message == role_in_file(fs)
+    if event in RECONCILING:
+        assert role_in_file(fs) == 'primary'
+        assert out.unit_status == ops.ActiveStatus('primary')
+        assert out.app_status == ops.ActiveStatus(f'primary is {unit_name(1)}')
+    else:
+        assert role_in_file(fs) == f'replica of {unit_name(0)}'
+        assert out.unit_status == ops.WaitingStatus(
+            f'still replica of {unit_name(0)}; about to become primary'
+        )
+
+
+@pytest.mark.parametrize('event', sorted(EVERY_EVENT))
+def test_a_demoted_leader_claims_only_the_role_its_file_gives_it(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    event: str,
+) -> None:
+    leader, follower, _ = unit_1_follows_unit_0
+    # Unit 1 is elected and publishes; unit 0 (file: primary) runs `event` next.
+    new_leader_ctx = make_context(tmp_path, 1)
+    new_leader = new_leader_ctx.run(
+        new_leader_ctx.on.leader_elected(), dataclasses.replace(follower, leader=True)
+    )
+    fs = make_filesystem(tmp_path, 0)
+    assert role_in_file(fs) == 'primary'
+    ctx = make_context(tmp_path, 0)
+    demoted = dataclasses.replace(
+        hand_over(new_leader, to_unit=0, leader=False, container=leader.get_container('valkey')),
+        stored_states=leader.stored_states,
+        storages={STORAGE},
+    )
+    demoted = dataclasses.replace(
+        demoted, secrets={*demoted.secrets, USERS_SECRET, OTHER_APP_SECRET}
+    )
+
+    out = ctx.run(EVERY_EVENT[event](ctx, demoted), demoted)
+
+    if isinstance(out.unit_status, ops.ActiveStatus):
+        assert out.unit_status.message == role_in_file(fs)
+    if event in RECONCILING:
+        assert out.unit_status == ops.ActiveStatus(f'replica of {unit_name(1)}')
+    else:
+        assert out.unit_status == ops.WaitingStatus(
+            f'still primary; about to become replica of {unit_name(1)}'
+        )
+
+
+def test_statuses_make_no_pebble_call(
+    ctx: Ctx, fs: UnitFilesystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Status is derived from what the hooks found: no slow I/O while ops sets it.
+
+    ops checks leadership again when it sets the app status; a slow call in
+    between could let the lease run out and make the hook fail (issue 12).
+    """
+    state = ctx.run(ctx.on.leader_elected(), leader_state(fs))
+    calls: list[str] = []
+    for name in ('can_connect', 'get_service', 'get_services', 'pull', 'get_plan'):
+        original = getattr(ops.Container, name)
+
+        def spy(*args: Any, _original: Any = original, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(ops.Container, name, spy)
+
+    out = ctx.run(ctx.on.start(), state)  # not observed: only collect-status runs
+
+    assert calls == []
+    assert out.unit_status == ops.ActiveStatus('primary')
+    assert out.app_status == ops.ActiveStatus(f'primary is {unit_name(0)}')
+
+
+def test_the_next_leader_repairs_a_service_its_predecessor_left_behind(
+    tmp_path: Path, kubernetes: FakeKubernetes, lease: Lease
+) -> None:
+    """Issue 12's sequence, as found by the simulation.
+
+    Unit 0 leads and published. Unit 1 is elected, re-points the Service at its
+    pod, then its lease runs out before it can publish. Unit 0 is elected again:
+    the databag still names unit 0, but the Service selects pod 1.
+    """
+    ctx0, ctx1 = make_context(tmp_path, 0), make_context(tmp_path, 1)
+    first = ctx0.run(ctx0.on.leader_elected(), leader_state(make_filesystem(tmp_path)))
+    original = kubernetes.handle
+
+    def apply_then_lose_the_lease(request: Any) -> Any:
+        response = original(request)
+        if request.method == 'PATCH':
+            lease.run_out()
+        return response
+
+    kubernetes.handle = apply_then_lose_the_lease  # type: ignore[method-assign]
+    fs1 = make_filesystem(tmp_path, 1)
+    second = ctx1.run(
+        ctx1.on.leader_elected(),
+        hand_over(first, to_unit=1, leader=True, container=make_container(fs1)),
+    )
+    assert peer_app_data(second) == peer_app_data(first), 'unit 1 published nothing'
+    assert kubernetes.selected_pod() == f'{APP}-1'
+
+    kubernetes.handle = original  # type: ignore[method-assign]
+    lease.held = True
+    ctx0.run(ctx0.on.leader_elected(), dataclasses.replace(first, leader=True))
+
+    assert kubernetes.selected_pod() == f'{APP}-0'
+
+
+def test_a_retried_hook_on_a_unit_that_no_longer_leads_does_only_a_followers_work(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    side_effects: SideEffects,
+    kubernetes: FakeKubernetes,
+) -> None:
+    """Juju commits a hook's relation data when the hook ends, and refuses a
+    non-leader's application data then: the hook fails and Juju runs it again.
+    By then the unit no longer leads: the retry must do what a follower does."""
+    leader, follower, _ = unit_1_follows_unit_0
+    new_leader_ctx = make_context(tmp_path, 1)
+    new_leader = new_leader_ctx.run(
+        new_leader_ctx.on.leader_elected(), dataclasses.replace(follower, leader=True)
+    )
+    fs = make_filesystem(tmp_path, 0)
+    retried = dataclasses.replace(
+        hand_over(new_leader, to_unit=0, leader=False, container=leader.get_container('valkey')),
+        stored_states=leader.stored_states,
+    )
+    side_effects.calls.clear()
+    kubernetes.requests.clear()
+    ctx = make_context(tmp_path, 0)
+
+    out = ctx.run(ctx.on.leader_elected(), retried)
+
+    assert kubernetes.requests == []
+    assert {'add_secret', 'set_content', 'save'}.isdisjoint(side_effects.calls)
+    assert peer_app_data(out) == peer_app_data(new_leader)
+    assert role_in_file(fs) == f'replica of {unit_name(1)}'
+    assert out.unit_status == ops.ActiveStatus(f'replica of {unit_name(1)}')
