@@ -64,9 +64,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         for event in (
             self.on.install,
             self.on[PEER_ENDPOINT].relation_created,  # the leader can publish from now on
-            # The leader's unit went away (scale-down): Juju may run this on the
-            # new leader before leader-elected, and it already leads.
-            self.on[PEER_ENDPOINT].relation_departed,
+            self.on[PEER_ENDPOINT].relation_departed,  # may reach a new leader before its election
             self.on.valkey_pebble_ready,
             self.on.secret_changed,  # a new revision of a secret this unit reads
             self.on.update_status,  # retries whatever the last event could not finish
@@ -97,9 +95,6 @@ class ValkeyLeaderCharm(ops.CharmBase):
         self._reconcile()
 
     def _on_rotate_password(self, event: ops.ActionEvent) -> None:
-        if not self.unit.is_leader():
-            event.fail(self._run_on_the_leader_instead())
-            return
         try:
             if self.load_config(PasswordConfig).admin_password is not None:
                 event.fail(
@@ -107,6 +102,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
                     '(`juju update-secret <your secret> password=...`), or unset admin-password'
                 )
                 return
+            # Only the leader writes the app secret; rotate() checks again right before.
+            self._ensure_still_leader()
             rotated = password_secret.rotate(
                 self.model, self._previous_record(), before_write=self._ensure_still_leader
             )
@@ -114,7 +111,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             event.fail(f'Fix the config first: {e}')
             return
         except LeadershipLostError:
-            event.fail(f'This unit lost leadership. {self._run_on_the_leader_instead()}')
+            event.fail(self._run_on_the_leader_instead())
             return
         except ops.ModelError as e:
             event.fail(f'The password was not rotated: Juju refused ({type(e).__name__})')
@@ -127,20 +124,14 @@ class ValkeyLeaderCharm(ops.CharmBase):
             )
             return
         # Never the password itself: action results are stored and shown by Juju.
-        event.set_results(
-            {
-                'result': 'password rotated; every unit restarts with it',
-                'secret-id': rotated.secret_id,
-            }
-        )
+        result = 'password rotated; every unit restarts with it'
+        event.set_results({'result': result, 'secret-id': rotated.secret_id})
 
     def _run_on_the_leader_instead(self) -> str:
-        leader = self._leader_to_follow()  # not this unit: it may have led until just now
-        where = (
-            f'the leader is {leader.unit}'
-            if isinstance(leader, LeaderRecord)
-            else 'leadership is moving to another unit'
-        )
+        leader = self._leader_to_follow()  # never this unit: it may have led until just now
+        where = 'leadership is moving to another unit'
+        if isinstance(leader, LeaderRecord):
+            where = f'the leader is {leader.unit}'
         run = f'juju run {self.app.name}/leader rotate-password'
         return f'Only the leader can rotate the password ({where}). Run: {run}'
 
@@ -233,8 +224,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             )
         service_problem = None
         if repoint_primary_service or not self._stored.primary_service_applied:
-            # Imported here: only a leader that must change the Service talks to
-            # Kubernetes; every other hook is spared importing lightkube.
+            # Imported here: the other hooks are spared importing lightkube (benchmark).
             import primary_service  # noqa: PLC0415
 
             # The StatefulSet lookup may be slow: repoint() checks leadership before the write.

@@ -40,11 +40,6 @@ class ValkeySettings:
     """A Valkey size such as ``100mb``; empty means no limit."""
     maxmemory_policy: str
 
-    @property
-    def is_primary(self) -> bool:
-        """Whether this unit's file makes it the primary."""
-        return self.primary_address is None
-
 
 def valkey_quote(value: str) -> str:
     r"""Quote ``value`` as one argument of a Valkey config directive.

@@ -121,6 +121,10 @@ class FakeKubernetes:
         )
 
 
+REAL_MAKE_CLIENT = primary_service.make_client
+"""The charm's own client factory, for the one test that builds a real client."""
+
+
 def install(monkeypatch: pytest.MonkeyPatch) -> FakeKubernetes:
     """Route the charm's Kubernetes client to a new fake API server."""
     fake = FakeKubernetes()

@@ -521,7 +521,7 @@ def test_rotate_password_fails_if_leadership_is_lost_before_the_write(
         ctx.run(ctx.on.action('rotate-password'), state)
     # Leadership is moving and no new leader has published yet: never "run it here".
     assert failure.value.message == (
-        'This unit lost leadership. Only the leader can rotate the password '
+        'Only the leader can rotate the password '
         f'(leadership is moving to another unit). Run: juju run {APP}/leader rotate-password'
     )
     assert 'set_content' not in side_effects.calls
@@ -910,3 +910,52 @@ def test_an_unreadable_version_is_not_a_fault(tmp_path: Path) -> None:
     out = ctx.run(ctx.on.leader_elected(), leader_state(fs, containers={failing}))
     assert out.unit_status == ops.ActiveStatus('primary')
     assert out.workload_version == ''
+
+
+def test_rotate_password_with_an_invalid_admin_password_says_to_fix_the_config(
+    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in test_malformed_admin_password_blocks: Juju would refuse it first.
+    monkeypatch.setenv('SCENARIO_SKIP_CONSISTENCY_CHECKS', '1')
+    state = rerun(deploy_leader(ctx, fs), config={'admin-password': 'hunter2'})
+    side_effects.calls.clear()
+
+    with pytest.raises(testing.ActionFailed) as failure:
+        ctx.run(ctx.on.action('rotate-password'), state)
+
+    assert failure.value.message.startswith('Fix the config first: admin-password is not')
+    assert 'set_content' not in side_effects.calls
+
+
+def test_rotate_password_that_juju_refuses_says_it_was_not_rotated(
+    ctx: Ctx, fs: UnitFilesystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = deploy_leader(ctx, fs)
+    before = password_secret(state).latest_content
+
+    def refuse(secret: ops.Secret, content: dict[str, str]) -> None:
+        raise ops.ModelError('secret-set refused')
+
+    monkeypatch.setattr(ops.Secret, 'set_content', refuse)
+    with pytest.raises(testing.ActionFailed) as failure:
+        ctx.run(ctx.on.action('rotate-password'), state)
+
+    assert failure.value.message == 'The password was not rotated: Juju refused (ModelError)'
+    assert isinstance(failure.value.state, testing.State)
+    assert password_secret(failure.value.state).latest_content == before
+
+
+def test_a_revision_juju_will_not_remove_is_left_for_the_next_secret_remove(
+    ctx: Ctx, fs: UnitFilesystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rotated = ctx.run(ctx.on.action('rotate-password'), deploy_leader(ctx, fs))
+    state = ctx.run(ctx.on.update_status(), rotated)
+
+    def refuse(event: ops.SecretRemoveEvent) -> None:
+        raise ops.ModelError('secret-remove refused')
+
+    monkeypatch.setattr(ops.SecretRemoveEvent, 'remove_revision', refuse)
+    out = ctx.run(ctx.on.secret_remove(password_secret(state), revision=1), state)
+
+    assert ctx.removed_secret_revisions == []
+    assert out.unit_status == ops.ActiveStatus('primary')

@@ -18,7 +18,7 @@ from ops import testing
 import primary_service
 from charm import ValkeyLeaderCharm
 
-from ..fake_kubernetes import STATEFULSET_UID, FakeKubernetes
+from ..fake_kubernetes import REAL_MAKE_CLIENT, STATEFULSET_UID, FakeKubernetes
 from .conftest import (
     APP,
     Lease,
@@ -321,3 +321,33 @@ def test_no_apply_once_leadership_is_lost_after_the_lookup(
     assert [r.method for r in kubernetes.requests] == ['GET']
     assert peer_app_data(out) == {}
     assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
+
+
+def test_the_real_client_uses_the_namespace_and_a_bounded_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hook must not hang on an unreachable API server: every request has a timeout."""
+    kubeconfig = tmp_path / 'kubeconfig'
+    kubeconfig.write_text(
+        'apiVersion: v1\nkind: Config\ncurrent-context: c\n'
+        'clusters: [{name: k, cluster: {server: "https://kubernetes.invalid"}}]\n'
+        'contexts: [{name: c, context: {cluster: k, user: u, namespace: default}}]\n'
+        'users: [{name: u, user: {token: t}}]\n'
+    )
+    monkeypatch.setenv('KUBECONFIG', str(kubeconfig))
+    seen: dict[str, Any] = {}
+    real_client = primary_service.Client
+
+    def recording_client(**kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return real_client(**kwargs)
+
+    monkeypatch.setattr(primary_service, 'Client', recording_client)
+
+    client = REAL_MAKE_CLIENT('my-model', field_manager=APP)
+
+    assert client.namespace == 'my-model'
+    assert seen['field_manager'] == APP
+    timeout = seen['timeout']
+    assert isinstance(timeout, primary_service.httpx2.Timeout)
+    assert timeout.connect == timeout.read == 20.0
