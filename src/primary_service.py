@@ -171,8 +171,12 @@ def _explain(error: ApiError, app_name: str) -> PrimaryServiceError:
     code = error.status.code
     name = service_name(app_name)
     if code == 403:
+        # On a Kubernetes model `juju trust` refuses to run without
+        # `--scope=cluster` (juju/juju cmd/juju/application/trust.go, 3.x and
+        # 4.x); `juju deploy --trust` needs no scope.
         return PrimaryServiceError(
-            f'not allowed to manage the {name} Service: run `juju trust {app_name}`',
+            f'not allowed to manage the {name} Service: '
+            f'run `juju trust {app_name} --scope=cluster`',
             needs_user=True,
         )
     if code == 404:

@@ -201,7 +201,8 @@ SERVICE = f'{APP}-primary'
     ('code', 'expected'),
     [
         (403, ops.BlockedStatus(
-            f'not allowed to manage the {SERVICE} Service: run `juju trust {APP}`'
+            f'not allowed to manage the {SERVICE} Service: '
+            f'run `juju trust {APP} --scope=cluster`'
         )),
         (404, ops.WaitingStatus(
             f'StatefulSet {APP} or its namespace not found, '
