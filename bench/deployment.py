@@ -121,17 +121,16 @@ class Deployment:
                 'valkey',
                 can_connect=True,
                 mounts={
-                    'etc': testing.Mount(location='/etc/valkey', source=self.etc_dir(unit)),
+                    'etc': testing.Mount(location='/run/valkey', source=self.etc_dir(unit)),
                     'data': testing.Mount(location='/var/lib/valkey', source=self.data_dir(unit)),
                 },
                 execs={
-                    testing.Exec(['chown'], return_code=0),
                     testing.Exec(['valkey-server', '--version'], stdout=VERSION_OUTPUT),
                 },
             )
 
     def etc_dir(self, unit: int) -> Path:
-        """The directory behind the unit's ``/etc/valkey``."""
+        """The directory behind the unit's ``/run/valkey``."""
         return self.root / f'unit-{unit}' / 'etc'
 
     def data_dir(self, unit: int) -> Path:
@@ -139,7 +138,7 @@ class Deployment:
         return self.root / f'unit-{unit}' / 'data'
 
     def config_file(self, unit: int) -> Path:
-        """The unit's rendered ``/etc/valkey/valkey.conf``."""
+        """The unit's rendered ``/run/valkey/valkey.conf``."""
         return self.etc_dir(unit) / 'valkey.conf'
 
     def context(self, charm_type: CharmType, unit: int) -> Ctx:

@@ -29,7 +29,7 @@ import password_secret
 import workload
 import workload_container
 from charm_config import CharmConfig, PasswordConfig, applicable
-from leadership import PEER_ENDPOINT, LeaderRecord, LeadershipLostError
+from leadership import PEER_ENDPOINT, LeaderRecord, LeadershipLostError, most_severe
 from password_secret import AppPassword
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             except ops.ModelError as e:
                 logger.error('Leader duties failed: %s', type(e).__name__)
                 return ops.WaitingStatus(f'leader duties failed ({type(e).__name__}); retrying')
-            return self._configure_workload(None, own.password) or leader_problem
+            return most_severe(leader_problem, self._configure_workload(None, own.password))
         leader = self._leader_to_follow()
         if isinstance(leader, ops.StatusBase):
             return leader

@@ -125,6 +125,15 @@ def role(leader: LeaderRecord | None) -> str:
     return 'primary' if leader is None else f'replica of {leader.unit}'
 
 
+_SEVERITY: Final = ('active', 'waiting', 'maintenance', 'blocked', 'error')
+
+
+def most_severe(*statuses: ops.StatusBase | None) -> ops.StatusBase | None:
+    """The status ops would show of these (its priority order), the first among equals."""
+    present = [status for status in statuses if status is not None]
+    return max(present, key=lambda status: _SEVERITY.index(status.name), default=None)
+
+
 def statuses(
     *,
     config_problem: ops.StatusBase | None,

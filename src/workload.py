@@ -20,11 +20,12 @@ from ops import pebble
 CONTAINER: Final = 'valkey'
 SERVICE: Final = 'valkey'
 PORT: Final = 6379
-CONFIG_PATH: Final = '/etc/valkey/valkey.conf'
+# Pebble, and so Valkey, run as the image's "valkey" user (uid/gid 999 in
+# metadata.yaml), who cannot create /etc/valkey. The official image makes
+# /run/valkey for that user (valkey-io/valkey-container, 9.1/debian/Dockerfile):
+# outside the data volume, so the password is never in a storage snapshot.
+CONFIG_PATH: Final = '/run/valkey/valkey.conf'
 DATA_DIR: Final = '/var/lib/valkey'
-# The official image's non-root user and group ("valkey", created with -u/-g 999).
-WORKLOAD_UID: Final = 999
-WORKLOAD_GID: Final = 999
 TEMPLATE_NAME: Final = 'valkey.conf.j2'
 
 
@@ -98,6 +99,8 @@ def pebble_layer() -> pebble.Layer:
 
     The password is only in the 0600 file: never in the command line or the
     environment, which anyone who can read the Pebble plan or /proc could see.
+    No user-id: Pebble itself runs as the workload user, and runs its services
+    as itself (a non-root Pebble cannot switch users).
     """
     layer: pebble.LayerDict = {
         'summary': 'Valkey',
@@ -108,8 +111,6 @@ def pebble_layer() -> pebble.Layer:
                 'summary': 'Valkey server',
                 'command': f'valkey-server {CONFIG_PATH}',
                 'startup': 'enabled',
-                'user-id': WORKLOAD_UID,
-                'group-id': WORKLOAD_GID,
             }
         },
         'checks': {

@@ -72,9 +72,8 @@ def _push_if_changed(container: ops.Container, desired: str) -> bool:
         workload.CONFIG_PATH,
         desired,
         make_dirs=True,
+        # Created by Pebble, which runs as the workload user: owned by it.
         permissions=0o600,
-        user_id=workload.WORKLOAD_UID,
-        group_id=workload.WORKLOAD_GID,
     )
     return True
 
@@ -88,7 +87,6 @@ def _ensure_service(container: ops.Container, *, restart: bool) -> bool:
         container.add_layer(workload.CONTAINER, layer, combine=True)
     elif not restart and container.get_service(workload.SERVICE).is_running():
         return False
-    _ensure_data_dir_owned(container)
     if new_plan:
         # replan starts the service, or restarts it if its definition changed.
         container.replan()
@@ -97,27 +95,6 @@ def _ensure_service(container: ops.Container, *, restart: bool) -> bool:
     else:
         container.start(workload.SERVICE)
     return new_plan
-
-
-def _ensure_data_dir_owned(container: ops.Container) -> None:
-    """Valkey runs as the image's non-root user and must write its RDB files.
-
-    Checked only right before Valkey (re)starts: a hook that changes nothing
-    makes no Pebble call for it.
-    """
-    owner = (workload.WORKLOAD_UID, workload.WORKLOAD_GID)
-    try:
-        info = container.list_files(workload.DATA_DIR, itself=True)[0]
-    except ops.pebble.APIError as e:
-        if e.code != 404:
-            raise
-        # No storage mounted (yet): make the directory so Valkey can start.
-        container.make_dir(
-            workload.DATA_DIR, make_parents=True, user_id=owner[0], group_id=owner[1]
-        )
-        return
-    if (info.user_id, info.group_id) != owner:
-        container.exec(['chown', f'{owner[0]}:{owner[1]}', workload.DATA_DIR]).wait()
 
 
 def _read_version(container: ops.Container) -> str | None:

@@ -104,11 +104,10 @@ def make_container(fs: UnitFilesystem, **kwargs: object) -> testing.Container:
     params: dict[str, object] = {
         'can_connect': True,
         'mounts': {
-            'etc': testing.Mount(location='/etc/valkey', source=fs.etc),
+            'run': testing.Mount(location='/run/valkey', source=fs.etc),
             'data': testing.Mount(location='/var/lib/valkey', source=fs.data),
         },
         'execs': {
-            testing.Exec(['chown'], return_code=0),
             testing.Exec(['valkey-server', '--version'], stdout=VERSION_OUTPUT),
         },
     }

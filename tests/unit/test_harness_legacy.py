@@ -38,14 +38,13 @@ def harness() -> Iterator[testing.Harness[ValkeyLeaderCharm]]:
     harness.set_model_name('demo')
     harness.add_relation('valkey-peers', APP)
     harness.set_can_connect('valkey', True)
-    harness.handle_exec('valkey', ['chown'], result=0)
     harness.handle_exec('valkey', ['valkey-server', '--version'], result='Valkey server v=9.1.0')
     yield harness
     harness.cleanup()
 
 
 def rendered_config(harness: testing.Harness[ValkeyLeaderCharm]) -> str:
-    with harness.charm.unit.get_container('valkey').pull('/etc/valkey/valkey.conf') as file:
+    with harness.charm.unit.get_container('valkey').pull('/run/valkey/valkey.conf') as file:
         return file.read()
 
 

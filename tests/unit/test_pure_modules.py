@@ -11,11 +11,12 @@ from pathlib import Path
 import jinja2
 import ops
 import pytest
+import yaml
 
 import password_secret
 import workload
 from charm_config import MAXMEMORY_LIMIT_BYTES, CharmConfig, maxmemory_bytes
-from leadership import LeaderRecord, pod_name, unit_address
+from leadership import LeaderRecord, most_severe, pod_name, unit_address
 
 from .conftest import REPO_ROOT
 
@@ -168,11 +169,21 @@ def test_generated_passwords_are_long_random_and_plain() -> None:
     assert all(re.fullmatch(r'[A-Za-z0-9]{48}', p) for p in passwords)
 
 
-def test_pebble_layer_has_no_password_and_runs_as_the_workload_user() -> None:
+def test_pebble_layer_has_no_password_and_no_user_switch() -> None:
+    # Pebble runs as the workload user (metadata.yaml uid/gid); a non-root
+    # Pebble cannot run a service as another user, so the layer names none.
     service = workload.pebble_layer().services['valkey']
-    assert service.command == 'valkey-server /etc/valkey/valkey.conf'
+    assert service.command == 'valkey-server /run/valkey/valkey.conf'
     assert service.environment == {}
-    assert (service.user_id, service.group_id) == (999, 999)
+    assert [service.user, service.user_id, service.group, service.group_id] == ['', None, '', None]
+
+
+def test_the_workload_container_runs_as_the_images_valkey_user() -> None:
+    """uid/gid 999: the "valkey" user and group of the official image's Dockerfile."""
+    metadata = yaml.safe_load((REPO_ROOT / 'metadata.yaml').read_text())
+    container = metadata['containers']['valkey']
+    assert (container['uid'], container['gid']) == (999, 999)
+    assert workload.CONFIG_PATH.startswith('/run/valkey/')
 
 
 @pytest.mark.parametrize(
@@ -227,3 +238,12 @@ def test_a_valid_record() -> None:
 def test_records_that_could_harm_a_replica_are_refused(overrides: dict[str, object]) -> None:
     with pytest.raises(ValueError, match='is not'):
         record(**overrides)
+
+
+def test_the_most_severe_problem_wins_and_the_first_among_equals() -> None:
+    blocked = ops.BlockedStatus('run juju trust')
+    waiting_k8s, waiting_pebble = ops.WaitingStatus('k8s'), ops.WaitingStatus('pebble')
+    assert most_severe(waiting_pebble, blocked) == blocked
+    assert most_severe(waiting_k8s, waiting_pebble) == waiting_k8s
+    assert most_severe(ops.MaintenanceStatus('m'), waiting_k8s) == ops.MaintenanceStatus('m')
+    assert most_severe(None, None) is None

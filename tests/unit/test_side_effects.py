@@ -37,12 +37,7 @@ CHANGES = ('push', 'restart', 'start', 'replan', 'add_layer', 'save', 'set_conte
 
 
 def changes(side_effects: SideEffects) -> list[str]:
-    """Everything but execs: the data directory's chown is repeated under ops.testing.
-
-    Its mounts are symlinks, whose owner a chown never changes; in a pod the
-    first chown sticks. ``test_identical_events_change_nothing`` shows it is the
-    only exec.
-    """
+    """What changes the world: pushes, (re)starts, layers, secret and peer-data writes."""
     return [call for call in side_effects.calls if call in CHANGES]
 
 

@@ -3,7 +3,7 @@
 
 """One unit of the charm, run by ops.testing on real directories.
 
-The workload container's ``/etc/valkey`` and ``/var/lib/valkey`` are mounts
+The workload container's ``/run/valkey`` and ``/var/lib/valkey`` are mounts
 backed by directories under the unit's root, so the config file a real
 ``valkey-server`` reads is exactly the one the charm pushed: never a template
 rendered separately.
@@ -78,7 +78,7 @@ class CharmUnit:
 
     @property
     def etc_dir(self) -> Path:
-        """Behind the container's ``/etc/valkey``: a new pod starts with it empty."""
+        """Behind the container's ``/run/valkey``: a new pod starts with it empty."""
         return self.root / 'etc'
 
     @property
@@ -99,11 +99,10 @@ class CharmUnit:
             'valkey',
             can_connect=can_connect,
             mounts={
-                'etc': testing.Mount(location='/etc/valkey', source=self.etc_dir),
+                'etc': testing.Mount(location='/run/valkey', source=self.etc_dir),
                 'data': testing.Mount(location='/var/lib/valkey', source=self.data_dir),
             },
             execs={
-                testing.Exec(['chown'], return_code=0),
                 # The charm reads the workload version from the real binary's answer.
                 testing.Exec(
                     ['valkey-server', '--version'], stdout=valkey_server.version_output()
