@@ -71,6 +71,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -114,6 +115,25 @@ canonical/pgbouncer-k8s-operator#134 relies on ("upgrade-charm ... is executed
 after a pod is rescheduled (like when we manually delete the pod)").
 ``stop`` runs in the dying pod (:meth:`Application.delete_pod`);
 ``leader-settings-changed`` is left out (see the module docstring)."""
+
+
+SLOW_PEBBLE_CALLS: Final = (
+    'can_connect',
+    'get_plan',
+    'get_services',
+    'list_files',
+    'make_dir',
+    'pull',
+    'push',
+    'exec',
+    'add_layer',
+    'replan',
+    'start',
+    'restart',
+)
+"""The ``ops.Container`` methods that make one Pebble API request each.
+
+``get_service`` is left out: it calls ``get_services``, which is counted."""
 
 
 class NotConvergedError(AssertionError):
@@ -167,6 +187,9 @@ class LeaseExpiry:
     at_slow_call: int
     then: int
     noticed: bool = True
+    points: tuple[str, ...] = ('kubernetes',)
+    """Which slow calls count for ``at_slow_call``: ``kubernetes`` (every API
+    request), ``pebble`` (every Pebble request, :data:`SLOW_PEBBLE_CALLS`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +214,8 @@ class Hook:
     check: bool
     """An ``update-status`` of the convergence check."""
     slow_calls: tuple[str, ...] = ()
-    """The slow calls the hook made, in order (``GET .../statefulsets/...``)."""
+    """The slow calls the hook made, in order (``kubernetes GET .../statefulsets/...``,
+    ``pebble pull``)."""
     lease_ran_out: bool = False
     """The unit's lease ran out during one of those calls."""
     failed: str | None = None
@@ -466,17 +490,19 @@ class Application:
         return dict(unit.charm.ctx.action_results or {})
 
     def slow_call(self, point: str) -> None:
-        """A slow call made by the hook being dispatched: the lease may run out here."""
+        """A slow call made by the hook being dispatched: the lease may run out here.
+
+        ``point`` starts with the kind of call (``kubernetes``, ``pebble``), then says which.
+        """
         running = self._running
         if running is None or running.check:
             return
         running.slow_calls.append(point)
         expiry = self._expiry
-        if (
-            expiry is not None
-            and expiry.unit_id == running.unit.unit_id
-            and len(running.slow_calls) == expiry.at_slow_call
-        ):
+        if expiry is None or expiry.unit_id != running.unit.unit_id:
+            return
+        counted = [call for call in running.slow_calls if call.split()[0] in expiry.points]
+        if counted and counted[-1] == point and len(counted) == expiry.at_slow_call:
             self._lease_runs_out(running, expiry)
 
     # ------------------------------------------------------------ convergence
@@ -599,7 +625,28 @@ class Application:
     # --------------------------------------------------------------- dispatch
 
     def _kubernetes_request(self, request: Request) -> None:
-        self.slow_call(f'{request.method} {request.path}')
+        self.slow_call(f'kubernetes {request.method} {request.path}')
+
+    def _slow_pebble_calls(self, container: ops.Container) -> None:
+        """Make each Pebble request of this hook's container a slow call.
+
+        The wrappers are set on the one ``Container`` object the charm gets
+        from ``self.unit.get_container`` in this hook, and go with it.
+        """
+        for name in SLOW_PEBBLE_CALLS:
+            method: Callable[..., object] = getattr(container, name)
+
+            @functools.wraps(method)
+            def slow(
+                *args: object,
+                _method: Callable[..., object] = method,
+                _name: str = name,
+                **kwargs: object,
+            ) -> object:
+                self.slow_call(f'pebble {_name}')
+                return _method(*args, **kwargs)
+
+            setattr(container, name, slow)
 
     def _lease_runs_out(self, running: _Running, expiry: LeaseExpiry) -> None:
         """Juju's lease for the running unit ran out during its slow call; Juju elects another."""
@@ -785,6 +832,7 @@ class Application:
             if manager.ops is None:
                 raise RuntimeError('ops.testing did not set up the hook')
             running.live_state = manager.ops.state
+            self._slow_pebble_calls(manager.charm.unit.get_container('valkey'))
             return manager.run()
 
     @staticmethod

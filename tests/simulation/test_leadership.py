@@ -33,6 +33,8 @@ BEFORE = {f'before:{i}': f'written on the first primary {i}' for i in range(50)}
 MAX_SLOW_CALLS = 3
 """The most slow calls (Kubernetes requests) a new leader's ``leader-elected``
 may make for the lease scenarios to cover every one of them; a test checks it."""
+MAX_SLOW_CALLS_ANY = 16
+"""The same for Kubernetes and Pebble requests together."""
 
 
 def write(app: Application, unit_id: int, items: dict[str, str]) -> None:
@@ -351,7 +353,9 @@ def test_every_slow_call_of_a_new_leaders_hook_is_covered(app: Application) -> N
     deploy_and_hand_over_to_1(app, None)
 
     (elected,) = [h for h in app.hooks if h.event == 'leader-elected' and h.unit == unit_name(1)]
-    assert 1 <= len(elected.slow_calls) <= MAX_SLOW_CALLS, elected.slow_calls
+    kubernetes = [call for call in elected.slow_calls if call.startswith('kubernetes ')]
+    assert 1 <= len(kubernetes) <= MAX_SLOW_CALLS, elected.slow_calls
+    assert len(elected.slow_calls) <= MAX_SLOW_CALLS_ANY, elected.slow_calls
     assert_quiescent(app)
 
 
@@ -370,7 +374,8 @@ def test_a_lease_that_runs_out_mid_hook_leaves_nothing_outside_juju_drifting(
     deploy_and_hand_over_to_1(app, LeaseExpiry(unit_id=1, at_slow_call=k, then=then))
 
     first = next(h for h in app.hooks if h.event == 'leader-elected' and h.unit == unit_name(1))
-    assert first.lease_ran_out == (k <= len(first.slow_calls))
+    kubernetes = [call for call in first.slow_calls if call.startswith('kubernetes ')]
+    assert first.lease_ran_out == (k <= len(kubernetes))
     assert app.leader() is app.units[then if first.lease_ran_out else 1]
     assert mismatches(app) == []
     assert_quiescent(app)
@@ -399,6 +404,29 @@ def test_a_lease_that_runs_out_unnoticed_fails_the_hook_and_juju_retries_it(
         assert retried[0].event == 'leader-elected'
         assert retried[0].failed is None
     assert app.leader() is app.units[then if first.lease_ran_out else 1]
+    assert mismatches(app) == []
+    assert_quiescent(app)
+
+
+@pytest.mark.parametrize('k', range(1, MAX_SLOW_CALLS_ANY + 1))
+def test_a_lease_that_runs_out_during_any_kubernetes_or_pebble_call_raises_nothing(
+    app: Application, k: int
+) -> None:
+    """The lease runs out during the k-th Kubernetes *or Pebble* request of the hook.
+
+    That includes the Pebble calls made while collect-status runs: ops checks
+    leadership again before it sets the app status, and raises if the charm set
+    one after the lease ran out (``RuntimeError: cannot set application status
+    as a non-leader unit``). No hook may raise; the Service must follow the leader.
+    """
+    deploy_and_hand_over_to_1(
+        app,
+        LeaseExpiry(unit_id=1, at_slow_call=k, then=0, points=('kubernetes', 'pebble')),
+    )
+
+    first = next(h for h in app.hooks if h.event == 'leader-elected' and h.unit == unit_name(1))
+    assert first.lease_ran_out == (k <= len(first.slow_calls))
+    assert app.leader() is app.units[0 if first.lease_ran_out else 1]
     assert mismatches(app) == []
     assert_quiescent(app)
 
