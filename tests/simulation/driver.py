@@ -85,6 +85,7 @@ import primary_service
 
 from ..fake_kubernetes import FakeKubernetes, Request
 from ..workload.charm_unit import (
+    APP,
     MODEL,
     PEER_RELATION_ID,
     CharmUnit,
@@ -97,7 +98,7 @@ from ..workload.valkey_server import ValkeyServer
 
 MAX_ROUNDS: Final = 30
 PASSWORD_LABEL: Final = 'admin-password'
-PRIMARY_SERVICE: Final = f'{primary_service.service_name("valkey-leader-k8s")}'
+PRIMARY_SERVICE: Final = primary_service.service_name(APP)
 
 DEPLOY_EVENTS: Final = ('install', 'relation-created', 'config-changed', 'start', 'pebble-ready')
 POD_START_UP_EVENTS: Final = ('upgrade-charm', 'config-changed', 'start', 'pebble-ready')
