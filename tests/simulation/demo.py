@@ -30,7 +30,7 @@ import redis.exceptions
 
 from ..workload import valkey_server
 from ..workload.charm_unit import APP, MODEL, unit_name
-from .driver import PRIMARY_SERVICE, Application, Hook, Settled, UnitView
+from .driver import PRIMARY_SERVICE, Application, Hook, LeaseExpiry, Settled, UnitView
 
 KEYS = 20
 
@@ -177,7 +177,7 @@ class Demo:
                 check(v.replicating_from == leader, f'{v.unit} replicates from {leader}')
         pod = leader.replace('/', '-')
         selects = self.app.primary_service_selects()
-        check(selects == pod, f'{PRIMARY_SERVICE} selects {pod} (it selects {selects})')
+        check(selects == pod, f'{PRIMARY_SERVICE} must select {pod}; it selects {selects}')
         self.narrator.table(views)
         self.say(f'  {PRIMARY_SERVICE} (the address for writes) selects pod {selects}')
         self.say()
@@ -251,8 +251,25 @@ class Demo:
         self.show_primary(1)
         return settled
 
+    def lease_runs_out(self) -> Settled:
+        """Issue 12's sequence (opt-in: ``tox -e demo -- --lease-runs-out``)."""
+        self.say('  Juju moves the lease to unit/0 (its pod keeps running: say its agent')
+        self.say('  restarted). In its leader-elected, the second Kubernetes request is slow:')
+        self.say('  the lease runs out during it, and Juju hands leadership back to unit/1.')
+        self.say("  Whatever unit/0 applied to Kubernetes stays; unit/1's leader-elected must")
+        self.say('  check the Service against the world and point it back at pod 1:')
+        self.app.elect(0)
+        self.app.expire_lease(LeaseExpiry(unit_id=0, at_slow_call=2, then=1))
+        settled = self.app.settle()
+        self.narrator.settled(settled)
+        check(not self.app.errors, f'no hook raised ({self.app.errors})')
+        self.show_primary(1)
+        return settled
 
-def run(workdir: Path, narrator: Narrator) -> list[tuple[str, Settled, float]]:
+
+def run(
+    workdir: Path, narrator: Narrator, *, lease_scene: bool = False
+) -> list[tuple[str, Settled, float]]:
     say = narrator.say
     say(f'{APP}: 3 units of the charm (ops.testing) in model "{MODEL.name}", each')
     say(f'with a real valkey-server {valkey_server.version()} on 127.0.0.1, standing in for')
@@ -276,6 +293,10 @@ def run(workdir: Path, narrator: Narrator) -> list[tuple[str, Settled, float]]:
             ('3. the StatefulSet recreates pod 0', demo.pod_comes_back),
             ('4. juju run valkey-leader-k8s/1 rotate-password', demo.rotate_password),
         ]
+        if lease_scene:
+            scenarios.append(
+                ("5. unit/0's lease runs out in its leader-elected", demo.lease_runs_out)
+            )
         for title, scenario in scenarios:
             say(f'=== {title} ' + '=' * max(3, 75 - len(title)))
             passwords.update(app.password_revisions().values() if app.secrets else ())
@@ -292,12 +313,17 @@ def run(workdir: Path, narrator: Narrator) -> list[tuple[str, Settled, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument('-v', '--verbose', action='store_true', help='show every update-status')
+    parser.add_argument(
+        '--lease-runs-out',
+        action='store_true',
+        help="add a scene: a new leader's lease runs out during its Kubernetes call",
+    )
     args = parser.parse_args(argv)
     narrator = Narrator(verbose=args.verbose)
     start = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix='valkey-demo-') as tmp:
-            timings = run(Path(tmp), narrator)
+            timings = run(Path(tmp), narrator, lease_scene=args.lease_runs_out)
     except (AssertionError, TimeoutError, valkey_server.ServerError) as e:
         print(f'\nDEMO FAILED: {type(e).__name__}: {e}', file=sys.stderr)
         return 1
