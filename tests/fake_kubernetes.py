@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -49,12 +50,19 @@ class FakeKubernetes:
 
     Unset, lightkube loads the system's whole CA bundle for every client, which a
     charm in a pod never does; the benchmark sets it to be faithful to that cost."""
+    on_request: Callable[[Request], None] | None = None
+    """Called with every request before it is answered.
+
+    Each request is a round trip to the API server: a slow call, during which
+    time passes for the caller. The simulation uses this to let a leader's
+    lease run out in the middle of its hook (``tests/simulation/driver.py``)."""
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content) if request.content else None
-        self.requests.append(
-            Request(request.method, request.url.path, dict(request.url.params), body)
-        )
+        recorded = Request(request.method, request.url.path, dict(request.url.params), body)
+        self.requests.append(recorded)
+        if self.on_request is not None:
+            self.on_request(recorded)
         if self.fail_with is not None and self.fail_method in (None, request.method):
             return self._status(self.fail_with)
         parts = request.url.path.strip('/').split('/')
@@ -73,6 +81,9 @@ class FakeKubernetes:
                     },
                 },
             )
+        if request.method == 'GET' and 'services' in parts and parts[-1] in self.services:
+            # What was applied is what a GET returns (no status, no defaults).
+            return httpx2.Response(200, json=self.services[parts[-1]])
         if request.method == 'PATCH' and 'services' in parts and body is not None:
             self.services[parts[-1]] = body
             return httpx2.Response(200, json=body)

@@ -5,10 +5,13 @@
 
 Three units of the real charm (run by ops.testing) and three real
 ``valkey-server`` processes on 127.0.0.1, driven in Juju's event order by
-``driver.py``. Narrates three scenarios: deploy, the leader goes away and
-Juju elects another unit, ``rotate-password``. Exits non-zero if the
-application does not converge or a check fails. Never prints a password:
-the demo checks its own output for every revision of it before it ends.
+``driver.py``. Narrates four scenes: deploy; the leader's pod is deleted and
+Juju elects another unit, whose ``leader-elected`` does the leader's work; the
+StatefulSet recreates the pod, which comes back as a replica;
+``rotate-password``. Exits non-zero if the application does not converge or a
+check fails (one primary, the leader; every other unit replicates from it;
+``<app>-primary`` selects the leader's pod). Never prints a password: the demo
+checks its own output for every revision of it before it ends.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import redis.exceptions
 
 from ..workload import valkey_server
 from ..workload.charm_unit import APP, MODEL, unit_name
-from .driver import Application, Hook, Settled, UnitView
+from .driver import PRIMARY_SERVICE, Application, Hook, LeaseExpiry, Settled, UnitView
 
 KEYS = 20
 
@@ -52,6 +55,10 @@ class Narrator:
         lead = 'leader' if hook.leader else ''
         self.say(f'  #{hook.number:<3} {short(hook.unit):<7} {lead:<6} {hook.event}')
         pad = ' ' * 20
+        if hook.lease_ran_out:
+            self.say(f'{pad}its lease ran out during a Kubernetes call')
+        if hook.service_selects:
+            self.say(f'{pad}pointed the {PRIMARY_SERVICE} Service at pod {hook.service_selects}')
         if hook.published:
             self.say(f'{pad}published in the peer app databag: {published(hook)}')
         if hook.wrote:
@@ -59,6 +66,8 @@ class Narrator:
         if hook.workload:
             self.say(f'{pad}{hook.workload}')
         self.say(f'{pad}status: {hook.status.name}: {hook.status.message}')
+        if hook.failed:
+            self.say(f'{pad}hook failed ({hook.failed}); Juju runs it again')
 
     def _flush_checks(self) -> None:
         if self._checks:
@@ -166,7 +175,12 @@ class Demo:
         for v in live:
             if v.unit != leader:
                 check(v.replicating_from == leader, f'{v.unit} replicates from {leader}')
+        pod = leader.replace('/', '-')
+        selects = self.app.primary_service_selects()
+        check(selects == pod, f'{PRIMARY_SERVICE} must select {pod}; it selects {selects}')
         self.narrator.table(views)
+        self.say(f'  {PRIMARY_SERVICE} (the address for writes) selects pod {selects}')
+        self.say()
 
     def deploy(self) -> Settled:
         self.app.deploy(leader=0)
@@ -176,18 +190,42 @@ class Demo:
         self.show_primary(0)
         return settled
 
-    def leader_goes_away(self) -> Settled:
+    def leaders_pod_dies(self) -> Settled:
         password = self.app.password()
-        self.say('  unit/0 goes away: its server is stopped, it leaves the peer relation')
-        self.app.remove_unit(0)
+        self.say('  kubectl delete pod valkey-leader-k8s-0: Juju runs stop in the dying pod;')
+        self.say('  Valkey stops with it. Nobody leaves the peer relation: the StatefulSet will')
+        self.say("  recreate the pod under the same unit name. Once unit/0's lease runs out,")
+        self.say("  Juju elects unit/1, and its leader-elected does the leader's work:")
+        self.app.delete_pod(0)
         self.app.elect(1)
         settled = self.app.settle()
         self.narrator.settled(settled)
+        elected = [h for h in self.app.hooks if h.event == 'leader-elected'][-1]
+        check(elected.unit == unit_name(1), 'leader-elected ran on unit/1')
+        check(bool(elected.published), 'leader-elected published the new leader')
+        self.say('  Why there: leader-elected is the event Juju sends the new leader. It tells')
+        self.say('  the other units through the peer relation (they get relation-changed and')
+        self.say('  follow), and because Juju guarantees leadership for only 30 s, it checks')
+        self.say(
+            '  is_leader() again right before each write that follows the slow Kubernetes call.'
+        )
         check(self.app.password() == password, 'the password did not change')
         self.say('  the password did not change (same secret, same revision)')
         seconds = wait_everywhere(self.app, self.written)
         self.say(f'  every key written on unit/0 is on both live units ({seconds:.1f} s)')
         self.write_keys(1, 'new-leader')
+        self.show_primary(1)
+        return settled
+
+    def pod_comes_back(self) -> Settled:
+        self.say('  The StatefulSet recreates pod valkey-leader-k8s-0: same unit, same data')
+        self.say('  volume; new containers (empty /etc/valkey, no StoredState). It runs')
+        self.say('  upgrade-charm, config-changed, start, pebble-ready, and follows unit/1:')
+        self.app.recreate_pod(0)
+        settled = self.app.settle()
+        self.narrator.settled(settled)
+        seconds = wait_everywhere(self.app, self.written)
+        self.say(f'  every key written so far is on unit/0 again ({seconds:.1f} s)')
         self.show_primary(1)
         return settled
 
@@ -213,24 +251,52 @@ class Demo:
         self.show_primary(1)
         return settled
 
+    def lease_runs_out(self) -> Settled:
+        """Issue 12's sequence (opt-in: ``tox -e demo -- --lease-runs-out``)."""
+        self.say('  Juju moves the lease to unit/0 (its pod keeps running: say its agent')
+        self.say('  restarted). In its leader-elected, the second Kubernetes request is slow:')
+        self.say('  the lease runs out during it, and Juju hands leadership back to unit/1.')
+        self.say("  Whatever unit/0 applied to Kubernetes stays; unit/1's leader-elected must")
+        self.say('  check the Service against the world and point it back at pod 1:')
+        self.app.elect(0)
+        self.app.expire_lease(LeaseExpiry(unit_id=0, at_slow_call=2, then=1))
+        settled = self.app.settle()
+        self.narrator.settled(settled)
+        check(not self.app.errors, f'no hook raised ({self.app.errors})')
+        self.show_primary(1)
+        return settled
 
-def run(workdir: Path, narrator: Narrator) -> list[tuple[str, Settled, float]]:
+
+def run(
+    workdir: Path, narrator: Narrator, *, lease_scene: bool = False
+) -> list[tuple[str, Settled, float]]:
     say = narrator.say
     say(f'{APP}: 3 units of the charm (ops.testing) in model "{MODEL.name}", each')
-    say(f'with a real valkey-server {valkey_server.version()} on 127.0.0.1. One line per hook:')
-    say('its number, the unit, whether it leads, the event; then what it changed.')
+    say(f'with a real valkey-server {valkey_server.version()} on 127.0.0.1, standing in for')
+    say(f'  juju deploy ./{APP}_amd64.charm -n 3 --trust --resource valkey-image=...')
+    say('and what Juju and Kubernetes do next. One line per hook: its number, the unit,')
+    say('whether it leads, the event; then what it changed.')
     say("A follower's file names the leader by its Kubernetes DNS name; the driver")
     say("starts its server with --replicaof 127.0.0.1 <that unit's port> instead.")
+    say('A round: every unit with an event queued runs its next one (Juju runs units')
+    say('side by side). Converged: one update-status per unit changed nothing.')
+    say("Keys take a few seconds to reach a new replica: a primary waits 5 s (Valkey's")
+    say('default repl-diskless-sync-delay) before a full sync, so replicas can share it.')
     say()
     timings: list[tuple[str, Settled, float]] = []
     passwords: set[str] = set()
     with Application(workdir, on_hook=narrator.hook) as app:
         demo = Demo(app, narrator)
         scenarios: list[tuple[str, Callable[[], Settled]]] = [
-            ('1. juju deploy valkey-leader-k8s -n 3', demo.deploy),
-            ('2. the leader goes away; Juju elects unit/1', demo.leader_goes_away),
-            ('3. juju run valkey-leader-k8s/1 rotate-password', demo.rotate_password),
+            ('1. juju deploy ... -n 3 --trust', demo.deploy),
+            ("2. the leader's pod is deleted; Juju elects unit/1", demo.leaders_pod_dies),
+            ('3. the StatefulSet recreates pod 0', demo.pod_comes_back),
+            ('4. juju run valkey-leader-k8s/1 rotate-password', demo.rotate_password),
         ]
+        if lease_scene:
+            scenarios.append(
+                ("5. unit/0's lease runs out in its leader-elected", demo.lease_runs_out)
+            )
         for title, scenario in scenarios:
             say(f'=== {title} ' + '=' * max(3, 75 - len(title)))
             passwords.update(app.password_revisions().values() if app.secrets else ())
@@ -247,12 +313,17 @@ def run(workdir: Path, narrator: Narrator) -> list[tuple[str, Settled, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument('-v', '--verbose', action='store_true', help='show every update-status')
+    parser.add_argument(
+        '--lease-runs-out',
+        action='store_true',
+        help="add a scene: a new leader's lease runs out during its Kubernetes call",
+    )
     args = parser.parse_args(argv)
     narrator = Narrator(verbose=args.verbose)
     start = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix='valkey-demo-') as tmp:
-            timings = run(Path(tmp), narrator)
+            timings = run(Path(tmp), narrator, lease_scene=args.lease_runs_out)
     except (AssertionError, TimeoutError, valkey_server.ServerError) as e:
         print(f'\nDEMO FAILED: {type(e).__name__}: {e}', file=sys.stderr)
         return 1
@@ -260,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     narrator.say('=== Summary ' + '=' * 68)
     for title, settled, seconds in timings:
         narrator.say(
-            f'  {title:<48} {settled.hooks:>2} hooks  {settled.rounds:>2} rounds  '
+            f'  {title:<52} {settled.hooks:>2} hooks  {settled.rounds:>2} rounds  '
             f'(+{settled.checks} checks)  {seconds:5.1f} s'
         )
     hooks = sum(settled.hooks for _, settled, _ in timings)

@@ -21,19 +21,35 @@ What the driver holds, as Juju would:
 * who is **leader**, and the **config**, which is the application's;
 * one **event queue** per unit, delivered in the order Juju uses:
 
-  - deploy (and a unit coming back): ``install``, ``valkey-peers-relation-created``,
-    ``leader-elected`` (the leader only), ``config-changed``, ``start``,
-    ``valkey-pebble-ready`` (Pebble answers from then on);
+  - deploy: ``install``, ``valkey-peers-relation-created``, ``leader-elected``
+    (the leader only), ``config-changed``, ``start``, ``valkey-pebble-ready``
+    (Pebble answers from then on);
   - ``juju config``: ``config-changed`` on every unit;
-  - a unit going away: ``valkey-peers-relation-departed`` on the others;
-  - Juju electing another leader: ``leader-elected`` on it.
+  - a pod deleted (``kubectl delete pod``, eviction, node failure): ``stop`` on
+    the dying pod; the StatefulSet recreates it under the same unit name, with
+    its storage but a new charm container (no StoredState) and a new workload
+    container, and the new pod runs ``upgrade-charm``, ``config-changed``,
+    ``start``, ``valkey-pebble-ready``. The unit never leaves the peer
+    relation: no other unit sees ``relation-departed``. See :meth:`Application.delete_pod`;
+  - scale-down (``juju scale-application <app> <n>``): the highest-numbered
+    unit leaves; the others get ``valkey-peers-relation-departed``;
+  - Juju electing another leader once the old one's lease ran out:
+    ``leader-elected`` on it.
 
   Events the charm does not act on and that carry no state it uses are left
   out: ``storage-attached``, ``leader-settings-changed`` (deprecated, not
-  observed), and ``relation-joined`` with the peers' empty unit databags.
+  observed, and not in ops.testing), and ``relation-joined`` with the peers'
+  empty unit databags.
+
+* the **leader's lease** inside a hook (:class:`LeaseExpiry`): a test can let
+  it run out during the k-th slow call of a unit's next hook. Slow calls are
+  the points where a hook waits on something outside the charm: today every
+  Kubernetes API request (``FakeKubernetes.on_request``); a fake of another
+  slow service calls :meth:`Application.slow_call` to become one more.
 
 Rounds: each round delivers the next queued event of every unit that has one,
-in unit order, as Juju runs units concurrently. When no event is left, every
+in unit order: Juju runs the units' hooks concurrently, so a round is "every
+unit that has something to do does the next thing". When no event is left, every
 unit gets ``update-status``; if none of those changes anything (no file
 pushed, no server restarted, no databag or secret write, no event queued), the
 application has converged. A bound on rounds turns a loop into a failure.
@@ -55,6 +71,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -66,8 +83,9 @@ from ops import testing
 
 import primary_service
 
-from ..fake_kubernetes import FakeKubernetes
+from ..fake_kubernetes import FakeKubernetes, Request
 from ..workload.charm_unit import (
+    APP,
     MODEL,
     PEER_RELATION_ID,
     CharmUnit,
@@ -80,8 +98,43 @@ from ..workload.valkey_server import ValkeyServer
 
 MAX_ROUNDS: Final = 30
 PASSWORD_LABEL: Final = 'admin-password'
+PRIMARY_SERVICE: Final = primary_service.service_name(APP)
 
 DEPLOY_EVENTS: Final = ('install', 'relation-created', 'config-changed', 'start', 'pebble-ready')
+POD_START_UP_EVENTS: Final = ('upgrade-charm', 'config-changed', 'start', 'pebble-ready')
+"""What a recreated pod of an existing unit runs, in this order.
+
+The Kubernetes row of the upgrade-charm event's page (juju.is/docs/sdk/upgrade-charm-event,
+discourse.charmhub.io/t/event-upgrade-charm/6485): ``stop`` (old pod) ->
+``upgrade-charm`` -> ``config-changed`` -> ``leader-settings-changed`` (if not
+leader) -> ``start`` -> ``<container>-pebble-ready``, with no relation events
+and no ``leader-elected``. That Juju runs this sequence also when a pod is
+deleted and recreated without a refresh is LP#2021891, as quoted in the
+canonical/charm-refresh specification ("If, at any time, a pod is deleted and
+re-created, Juju may emit an upgrade-charm event on that unit"), and what
+canonical/pgbouncer-k8s-operator#134 relies on ("upgrade-charm ... is executed
+after a pod is rescheduled (like when we manually delete the pod)").
+``stop`` runs in the dying pod (:meth:`Application.delete_pod`);
+``leader-settings-changed`` is left out (see the module docstring)."""
+
+
+SLOW_PEBBLE_CALLS: Final = (
+    'can_connect',
+    'get_plan',
+    'get_services',
+    'list_files',
+    'make_dir',
+    'pull',
+    'push',
+    'exec',
+    'add_layer',
+    'replan',
+    'start',
+    'restart',
+)
+"""The ``ops.Container`` methods that make one Pebble API request each.
+
+``get_service`` is left out: it calls ``get_services``, which is counted."""
 
 
 class NotConvergedError(AssertionError):
@@ -95,8 +148,49 @@ class Pending:
     kind: str
     remote: int | None = None
     """The other unit of a relation event."""
+    departing: int | None = None
+    """The unit leaving the relation, in a relation-departed event."""
     revision: int | None = None
     """The revision of a secret-remove event."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseExpiry:
+    """The lease of ``unit_id`` runs out during the ``at_slow_call``-th slow call of its next hook.
+
+    How this is modelled, and where each choice comes from:
+
+    * Juju guarantees leadership for 30 s after ``leader-elected`` or an
+      ``is-leader`` answer (the how-to, "Manage leadership changes"), and ops
+      caches ``is_leader()`` for those 30 s (``ops/model.py``,
+      ``_ModelBackend.is_leader`` and ``_leader_check_time``).
+    * ``noticed=True``: the slow call took longer than that, so ops' cache has
+      expired and the next ``is_leader()`` asks Juju, which answers False.
+      Every leadership check in the rest of the hook sees it: the charm's own
+      ``self.unit.is_leader()``, and ops' checks before an app-status or
+      app-databag write. (ops.testing's hook tools read ``State.leader``; the
+      driver flips it on the hook's live State, see ``Application._lease_runs_out``.)
+    * ``noticed=False``: the call was quicker than 30 s, so ``is_leader()``
+      still answers True from ops' cache until the hook ends.
+    * Either way Juju commits a hook's relation-data and secret changes in one
+      call when the hook ends (juju/juju ``worker/uniter/runner/context/context.go``,
+      ``HookContext.Flush`` -> ``doFlush`` -> one ``CommitHookChanges``), and
+      refuses application data from a unit that is no longer leader: the hook
+      fails, none of its Juju-side writes are committed, and Juju runs the same
+      hook again later. What the hook already did outside Juju stays: the
+      Kubernetes objects it applied, the files it pushed, the service it
+      (re)started, the StoredState in its own container.
+    * Juju then elects ``then`` (which may be the same unit again): it gets
+      ``leader-elected``.
+    """
+
+    unit_id: int
+    at_slow_call: int
+    then: int
+    noticed: bool = True
+    points: tuple[str, ...] = ('kubernetes',)
+    """Which slow calls count for ``at_slow_call``: ``kubernetes`` (every API
+    request), ``pebble`` (every Pebble request, :data:`SLOW_PEBBLE_CALLS`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +201,7 @@ class Hook:
     unit: str
     event: str
     leader: bool
+    """Whether the unit led when the hook started."""
     status: ops.StatusBase
     published: Mapping[str, str]
     """Keys of the peer app databag this hook changed, with their new values."""
@@ -119,10 +214,27 @@ class Hook:
     status: ``primary`` or ``replica of <unit>``; ``None`` before the first file."""
     check: bool
     """An ``update-status`` of the convergence check."""
+    slow_calls: tuple[str, ...] = ()
+    """The slow calls the hook made, in order (``kubernetes GET .../statefulsets/...``,
+    ``pebble pull``)."""
+    lease_ran_out: bool = False
+    """The unit's lease ran out during one of those calls."""
+    failed: str | None = None
+    """Why Juju marked the hook failed (it runs it again later): the charm
+    raised, or Juju refused to commit its writes."""
+    service_selects: str | None = None
+    """The pod ``<app>-primary`` selected after the hook, if it changed in the hook."""
 
     @property
     def changed(self) -> bool:
-        return bool(self.published or self.wrote or self.workload)
+        return bool(
+            self.published
+            or self.wrote
+            or self.workload
+            or self.failed
+            or self.lease_ran_out
+            or self.service_selects
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,14 +273,19 @@ class SimUnit:
     server: ValkeyServer
     leader: bool = False
     alive: bool = True
+    """The unit exists in the model (scale-down removes it for good)."""
+    pod_up: bool = True
+    """Its pod runs (between a pod's deletion and its recreation, it does not)."""
     in_relation: bool = False
+    departing: bool = False
+    """Scale-down chose it: the other units no longer see it in the relation."""
     pebble_up: bool = False
     state: testing.State | None = None
     queue: collections.deque[Pending] = dataclasses.field(
         default_factory=collections.deque[Pending]
     )
     tracked: dict[str, int] = dataclasses.field(default_factory=dict[str, int])
-    """The revision of each app secret this unit tracks."""
+    """The revision of each app secret this unit tracks (Juju keeps it, not the pod)."""
     file_seen: str | None = None
     """The unit's config file as the previous hook left it."""
 
@@ -179,6 +296,10 @@ class SimUnit:
     @property
     def name(self) -> str:
         return self.charm.name
+
+    @property
+    def runs_hooks(self) -> bool:
+        return self.alive and self.pod_up
 
 
 @dataclasses.dataclass
@@ -193,6 +314,17 @@ class AppSecret:
     @property
     def latest(self) -> int:
         return max(self.revisions)
+
+
+@dataclasses.dataclass
+class _Running:
+    """The hook being dispatched: whose, its live State, its slow calls."""
+
+    unit: SimUnit
+    live_state: testing.State
+    check: bool = False
+    slow_calls: list[str] = dataclasses.field(default_factory=list[str])
+    lease_ran_out: bool = False
 
 
 class Application:
@@ -212,9 +344,14 @@ class Application:
         self.app_data: dict[str, str] = {}
         self.secrets: dict[str, AppSecret] = {}
         self.hooks: list[Hook] = []
+        self.errors: list[str] = []
+        """Every exception a hook raised (Juju shows a traceback and retries the hook)."""
         self.on_hook = on_hook
         self.max_rounds = max_rounds
         self.kubernetes = FakeKubernetes()
+        self.kubernetes.on_request = self._kubernetes_request
+        self._expiry: LeaseExpiry | None = None
+        self._running: _Running | None = None
         self._since_settle = 0
         self.units: dict[int, SimUnit] = {}
         for unit_id in range(units):
@@ -274,42 +411,100 @@ class Application:
         for unit in self.live_units():
             unit.queue.append(Pending('config-changed'))
 
-    def remove_unit(self, unit_id: int) -> None:
-        """The unit's pod goes away: its server stops, it leaves the peer relation."""
-        gone = self.units[unit_id]
-        gone.server.stop()
-        gone.alive = gone.in_relation = gone.leader = gone.pebble_up = False
-        gone.queue.clear()
-        for unit in self.live_units():
-            if unit.in_relation:
-                unit.queue.append(Pending('relation-departed', remote=unit_id))
+    def delete_pod(self, unit_id: int) -> None:
+        """The unit's pod is deleted (``kubectl delete pod``, an eviction, a node lost).
 
-    def elect(self, unit_id: int) -> None:
-        """Juju makes ``unit_id`` the leader (after the old leader's lease ran out)."""
-        for unit in self.units.values():
-            unit.leader = unit.unit_id == unit_id
-        self.units[unit_id].queue.append(Pending('leader-elected'))
+        Kubernetes sends the pod SIGTERM; Juju runs ``stop`` in it before it goes
+        (the canonical/charm-refresh specification describes this for a refresh;
+        a deletion goes the same way). Valkey is stopped with the pod (SIGTERM:
+        it saves its RDB file on the way out). The unit stays in the model and
+        in the peer relation: nobody sees ``relation-departed``. Its lease is
+        not handed over: Juju elects another unit only once it runs out
+        (:meth:`elect`). Events queued for it wait for the new pod.
+        """
+        unit = self.units[unit_id]
+        self._dispatch(unit, Pending('stop'))
+        unit.server.stop()
+        unit.pod_up = unit.pebble_up = False
 
-    def rejoin(self, unit_id: int) -> None:
-        """The unit comes back with its storage, like a StatefulSet pod with its PVC.
+    def recreate_pod(self, unit_id: int) -> None:
+        """The StatefulSet recreates the unit's pod, under the same name.
 
-        The container's filesystem is new (``/etc/valkey`` is empty) and so is
-        its Pebble plan; ``/var/lib/valkey`` (the ``data`` storage) still holds
-        the unit's last RDB snapshot. The charm sees a new unit agent.
+        The ``data`` storage (``/var/lib/valkey``, the last RDB snapshot) is the
+        same volume; everything else is new: the workload container's
+        filesystem (``/etc/valkey`` is empty) and Pebble plan, and the charm
+        container, so StoredState starts empty (ops' "How to manage stored
+        state": it lives as long as the charm container). What Juju keeps for the
+        unit (its leadership, relation data, secret tracking) is unchanged. The
+        new pod runs :data:`POD_START_UP_EVENTS` before anything queued meanwhile.
         """
         unit = self.units[unit_id]
         shutil.rmtree(unit.charm.etc_dir)
         unit.charm.etc_dir.mkdir()
-        unit.alive, unit.state, unit.pebble_up, unit.leader = True, None, False, False
-        unit.tracked.clear()
-        unit.file_seen = None
-        unit.queue.extend(Pending(kind) for kind in DEPLOY_EVENTS)
+        unit.pod_up, unit.state, unit.pebble_up, unit.file_seen = True, None, False, None
+        unit.queue.extendleft(Pending(kind) for kind in reversed(POD_START_UP_EVENTS))
+
+    def scale_down(self) -> int:
+        """``juju scale-application <app> <n-1>``: the highest-numbered unit leaves.
+
+        The others get ``relation-departed``; the departing unit runs
+        ``relation-departed`` (one per peer), ``relation-broken``, ``stop`` and
+        ``remove``, then its pod and server are gone. If it led, Juju elects
+        another unit only once its lease runs out: call :meth:`elect`.
+        Returns the departing unit's id.
+        """
+        gone = max(self.live_units(), key=lambda unit: unit.unit_id)
+        gone.departing = True
+        peers = [unit for unit in self.live_units() if unit is not gone and unit.in_relation]
+        for unit in peers:
+            unit.queue.append(
+                Pending('relation-departed', remote=gone.unit_id, departing=gone.unit_id)
+            )
+            gone.queue.append(
+                Pending('relation-departed', remote=unit.unit_id, departing=gone.unit_id)
+            )
+        gone.queue.extend([Pending('relation-broken'), Pending('stop'), Pending('remove')])
+        return gone.unit_id
+
+    def elect(self, unit_id: int) -> None:
+        """Juju makes ``unit_id`` the leader (after the old leader's lease ran out).
+
+        From now on ``is-leader`` answers True on it and False elsewhere;
+        ``leader-elected`` is queued on it.
+        """
+        for unit in self.units.values():
+            unit.leader = unit.unit_id == unit_id
+        self.units[unit_id].queue.append(Pending('leader-elected'))
+
+    def expire_lease(self, expiry: LeaseExpiry) -> None:
+        """Let a lease run out in the middle of a hook: see :class:`LeaseExpiry`.
+
+        Applies to the next hook ``expiry.unit_id`` runs (not an update-status
+        check); if that hook makes fewer slow calls, the lease does not run out.
+        """
+        self._expiry = expiry
 
     def run_action(self, unit_id: int, action: str) -> dict[str, object]:
         """``juju run <unit> <action>``; raises ``testing.ActionFailed`` like Juju reports it."""
         unit = self.units[unit_id]
         self._dispatch(unit, Pending(action))
         return dict(unit.charm.ctx.action_results or {})
+
+    def slow_call(self, point: str) -> None:
+        """A slow call made by the hook being dispatched: the lease may run out here.
+
+        ``point`` starts with the kind of call (``kubernetes``, ``pebble``), then says which.
+        """
+        running = self._running
+        if running is None or running.check:
+            return
+        running.slow_calls.append(point)
+        expiry = self._expiry
+        if expiry is None or expiry.unit_id != running.unit.unit_id:
+            return
+        counted = [call for call in running.slow_calls if call.split()[0] in expiry.points]
+        if counted and counted[-1] == point and len(counted) == expiry.at_slow_call:
+            self._lease_runs_out(running, expiry)
 
     # ------------------------------------------------------------ convergence
 
@@ -324,7 +519,8 @@ class Application:
             pending = [unit for unit in self.live_units() if unit.queue]
             if pending:
                 for unit in pending:
-                    self._dispatch(unit, unit.queue.popleft())
+                    if unit.runs_hooks and unit.queue:
+                        self._dispatch(unit, unit.queue.popleft())
                 continue
             # Nothing queued: would anything change if Juju woke every unit up?
             quiet = True
@@ -340,12 +536,19 @@ class Application:
         raise NotConvergedError(
             f'no convergence after {self.max_rounds} rounds; last hooks: '
             + '; '.join(f'{h.unit} {h.event}' for h in self.hooks[-6:])
+            + (f'; hooks raised: {self.errors}' if self.errors else '')
         )
 
     # ------------------------------------------------------------------ views
 
     def live_units(self) -> list[SimUnit]:
-        return [unit for unit in self.units.values() if unit.alive]
+        """The units whose pods run hooks now."""
+        return [unit for unit in self.units.values() if unit.runs_hooks]
+
+    def leader(self) -> SimUnit | None:
+        """The unit Juju considers the leader now (its pod may be down)."""
+        leaders = [unit for unit in self.units.values() if unit.alive and unit.leader]
+        return leaders[0] if leaders else None
 
     def server(self, unit_id: int) -> ValkeyServer:
         return self.units[unit_id].server
@@ -367,6 +570,17 @@ class Application:
     def status(self, unit_id: int) -> ops.StatusBase | None:
         state = self.units[unit_id].state
         return unit_status(state) if state is not None else None
+
+    def primary_service_selects(self) -> str | None:
+        """The pod ``<app>-primary`` selects in the fake cluster, or ``None`` without it."""
+        service = self.kubernetes.services.get(PRIMARY_SERVICE)
+        if service is None:
+            return None
+        return service['spec']['selector'].get(primary_service.POD_NAME_LABEL)
+
+    def file_role(self, unit_id: int) -> str | None:
+        """What the unit's config file makes it, in the words of its status."""
+        return self._file_role(self.units[unit_id])
 
     def port_of(self, dns_name: str) -> int:
         """Where a unit's DNS name points in this simulation: its server's loopback port."""
@@ -391,6 +605,11 @@ class Application:
             if not unit.alive:
                 views.append(UnitView(unit.name, unit.leader, 'down', None, None, None, 'removed'))
                 continue
+            if not unit.pod_up:
+                views.append(
+                    UnitView(unit.name, unit.leader, 'down', None, None, None, 'pod deleted')
+                )
+                continue
             if not unit.server.running:
                 views.append(UnitView(unit.name, unit.leader, 'down', None, None, None, said))
                 continue
@@ -406,49 +625,137 @@ class Application:
 
     # --------------------------------------------------------------- dispatch
 
+    def _kubernetes_request(self, request: Request) -> None:
+        self.slow_call(f'kubernetes {request.method} {request.path}')
+
+    def _slow_pebble_calls(self, container: ops.Container) -> None:
+        """Make each Pebble request of this hook's container a slow call.
+
+        The wrappers are set on the one ``Container`` object the charm gets
+        from ``self.unit.get_container`` in this hook, and go with it.
+        """
+        for name in SLOW_PEBBLE_CALLS:
+            method: Callable[..., object] = getattr(container, name)
+
+            @functools.wraps(method)
+            def slow(
+                *args: object,
+                _method: Callable[..., object] = method,
+                _name: str = name,
+                **kwargs: object,
+            ) -> object:
+                self.slow_call(f'pebble {_name}')
+                return _method(*args, **kwargs)
+
+            setattr(container, name, slow)
+
+    def _lease_runs_out(self, running: _Running, expiry: LeaseExpiry) -> None:
+        """Juju's lease for the running unit ran out during its slow call; Juju elects another."""
+        self._expiry = None
+        running.lease_ran_out = True
+        if expiry.noticed:
+            # ops' 30 s cache has expired: the next is-leader asks Juju. ops.testing's
+            # hook tools read the hook's State, which is frozen for the charm but
+            # is the driver's to change, as Juju's answers are.
+            object.__setattr__(running.live_state, 'leader', False)
+        self.elect(expiry.then)
+
     def _dispatch(self, unit: SimUnit, pending: Pending, *, check: bool = False) -> Hook:
         if pending.kind == 'pebble-ready':
             unit.pebble_up = True
         if pending.kind == 'relation-created':
             unit.in_relation = True
+        leader_at_start = unit.leader
         state_in = self._input_state(unit)
         removed_before = len(unit.charm.ctx.removed_secret_revisions)
-        failure: testing.ActionFailed | None = None
-        try:
-            state_out = self._run_charm(unit, pending, state_in)
-        except testing.ActionFailed as e:
-            # A failed action still ran in a hook: keep what it did, then report it.
-            if not isinstance(e.state, testing.State):
-                raise
-            failure, state_out = e, e.state
+        services_before = self.primary_service_selects()
+        expiry = self._expiry if not check else None
+        running = _Running(unit, state_in, check=check)
+        state_out, action_failure, failed = self._run_hook(running, pending, state_in)
+        if expiry is not None and self._expiry is expiry and expiry.unit_id == unit.unit_id:
+            # The hook made fewer slow calls than that: the lease did not run out.
+            self._expiry = None
+        if failed is not None:
+            unit.queue.appendleft(pending)
         published = self._take_outputs(unit, state_out, removed_before)
         wrote, workload = self._sync_workload(unit, state_out)
         self._queue_secret_removals()
+        self._finish_teardown(unit, pending)
         event = pending.kind
         if pending.remote is not None:
             event += f' ({unit_name(pending.remote)})'
         if pending.revision is not None:
             event += f' (revision {pending.revision})'
+        services_after = self.primary_service_selects()
         hook = Hook(
             number=len(self.hooks) + 1,
             unit=unit.name,
             event=event,
-            leader=unit.leader,
-            status=unit_status(state_out),
+            leader=leader_at_start,
+            status=unit_status(state_out)
+            if failed is None
+            else ops.ErrorStatus(f'hook failed: "{pending.kind}"'),
             published=published,
             wrote=wrote,
             workload=workload,
             file_role=self._file_role(unit),
             check=check,
+            slow_calls=tuple(running.slow_calls),
+            lease_ran_out=running.lease_ran_out,
+            failed=failed,
+            service_selects=services_after if services_after != services_before else None,
         )
         self.hooks.append(hook)
         if not check:
             self._since_settle += 1
         if self.on_hook is not None:
             self.on_hook(hook)
-        if failure is not None:
-            raise failure
+        if action_failure is not None:
+            raise action_failure
         return hook
+
+    def _run_hook(
+        self, running: _Running, pending: Pending, state_in: testing.State
+    ) -> tuple[testing.State, testing.ActionFailed | None, str | None]:
+        """Run the charm; return what Juju commits, a failed action, and why the hook failed."""
+        unit = running.unit
+        self._running = running
+        try:
+            state_out = self._run_charm(unit, pending, state_in, running)
+        except testing.ActionFailed as e:
+            # A failed action still ran in a hook: keep what it did, then report it.
+            if not isinstance(e.state, testing.State):
+                raise
+            return e.state, e, None
+        except testing.errors.UncaughtCharmError as e:
+            # Juju: the hook failed with a traceback; nothing it wrote to Juju is
+            # committed; the same hook runs again before anything else.
+            cause = e.__cause__ if e.__cause__ is not None else e
+            failed = f'{type(cause).__name__}: {cause}'
+            self.errors.append(f'{unit.name} {pending.kind}: {failed}')
+            return state_in, None, failed
+        finally:
+            self._running = None
+        if running.lease_ran_out and not unit.leader:
+            refused = app_side_changes(state_in, state_out)
+            if refused:
+                # Kept: the charm container's StoredState and what Pebble did.
+                kept = dataclasses.replace(
+                    state_in,
+                    containers=state_out.containers,
+                    stored_states=state_out.stored_states,
+                )
+                return kept, None, f'Juju refused to commit {refused}: no longer the leader'
+        return state_out, None, None
+
+    def _finish_teardown(self, unit: SimUnit, pending: Pending) -> None:
+        if pending.kind == 'relation-broken':
+            unit.in_relation = False
+        if pending.kind == 'remove':
+            # Scale-down is done with this unit: its pod and its server are gone.
+            unit.server.stop()
+            unit.alive = unit.pod_up = unit.pebble_up = False
+            unit.queue.clear()
 
     def _file_role(self, unit: SimUnit) -> str | None:
         text = unit.charm.read_config()
@@ -464,9 +771,14 @@ class Application:
         """What Juju shows ``unit`` now: leadership, config, the databag, secrets, Pebble."""
         relations: list[testing.PeerRelation] = []
         if unit.in_relation:
-            peers = [u.unit_id for u in self.units.values() if u.in_relation]
+            peers = [
+                u.unit_id
+                for u in self.units.values()
+                if u.alive and u.in_relation and (u is unit or not u.departing)
+            ]
             relations.append(peer_relation(unit.unit_id, self.app_data, peers))
         if unit.state is None:
+            # A new charm container: no StoredState, an empty Pebble plan.
             container = unit.charm.container(can_connect=unit.pebble_up)
             return testing.State(
                 leader=unit.leader,
@@ -509,37 +821,60 @@ class Application:
             seen.add(view)
         return frozenset(seen)
 
-    def _run_charm(self, unit: SimUnit, pending: Pending, state: testing.State) -> testing.State:
+    def _run_charm(
+        self, unit: SimUnit, pending: Pending, state: testing.State, running: _Running
+    ) -> testing.State:
         """Run the unit's charm for one event, as Juju would dispatch it."""
         ctx = unit.charm.ctx
-        on = ctx.on
+        event = self._event(ctx.on, pending, state)
+        # Scenario's manager mode hands over the State the hook tools read
+        # (is-leader among them) before the charm runs: the lease can change it.
+        with ctx(event, state) as manager:
+            if manager.ops is None:
+                raise RuntimeError('ops.testing did not set up the hook')
+            running.live_state = manager.ops.state
+            try:
+                charm = manager.charm
+            except RuntimeError:
+                # The charm's __init__ ended the hook early: nothing to wrap.
+                pass
+            else:
+                self._slow_pebble_calls(charm.unit.get_container('valkey'))
+            return manager.run()
+
+    @staticmethod
+    def _event(on: testing.CharmEvents, pending: Pending, state: testing.State):
         kind = pending.kind
         simple = {
             'install': on.install,
             'start': on.start,
+            'stop': on.stop,
+            'remove': on.remove,
+            'upgrade-charm': on.upgrade_charm,
             'leader-elected': on.leader_elected,
             'config-changed': on.config_changed,
             'update-status': on.update_status,
         }
         if kind in simple:
-            return ctx.run(simple[kind](), state)
+            return simple[kind]()
         if kind == 'pebble-ready':
-            return ctx.run(on.pebble_ready(state.get_container('valkey')), state)
+            return on.pebble_ready(state.get_container('valkey'))
         if kind == 'rotate-password':
-            return ctx.run(on.action(kind), state)
+            return on.action(kind)
         if kind == 'secret-remove':
             (secret,) = [s for s in state.secrets if s.label == PASSWORD_LABEL]
-            return ctx.run(on.secret_remove(secret, revision=pending.revision or 0), state)
+            return on.secret_remove(secret, revision=pending.revision or 0)
         relation = state.get_relation(PEER_RELATION_ID)
         if kind == 'relation-created':
-            return ctx.run(on.relation_created(relation), state)
+            return on.relation_created(relation)
         if kind == 'relation-changed':
-            return ctx.run(on.relation_changed(relation, remote_unit=pending.remote), state)
+            return on.relation_changed(relation, remote_unit=pending.remote)
         if kind == 'relation-departed':
-            departed = on.relation_departed(
-                relation, remote_unit=pending.remote, departing_unit=pending.remote
+            return on.relation_departed(
+                relation, remote_unit=pending.remote, departing_unit=pending.departing
             )
-            return ctx.run(departed, state)
+        if kind == 'relation-broken':
+            return on.relation_broken(relation)
         raise ValueError(f'the driver cannot deliver {kind!r}')
 
     def _take_outputs(
@@ -620,6 +955,38 @@ class Application:
         if replicaof is not None:
             where += f' --replicaof 127.0.0.1 {port} (= {replicaof.split(".")[0]})'
         return wrote, f'{action} valkey-server on {where}'
+
+
+def app_side_changes(before: testing.State, after: testing.State) -> str | None:
+    """What a hook changed that Juju commits only from the leader, in words; or ``None``."""
+    changed: list[str] = []
+    if _app_data(before) != _app_data(after):
+        changed.append('the peer app databag')
+    app_secrets = [
+        {
+            (
+                s.id,
+                s.label,
+                getattr(s, '_latest_revision', 0),
+                tuple(sorted(s.latest_content.items())),
+            )
+            for s in state.secrets
+            if s.owner == 'app'
+        }
+        for state in (before, after)
+    ]
+    if app_secrets[0] != app_secrets[1]:
+        changed.append('the app secret')
+    if before.app_status != after.app_status:
+        changed.append('the app status')
+    return ' and '.join(changed) if changed else None
+
+
+def _app_data(state: testing.State) -> dict[str, str]:
+    try:
+        return dict(state.get_relation(PEER_RELATION_ID).local_app_data)
+    except KeyError:
+        return {}
 
 
 def unit_status(state: testing.State) -> ops.StatusBase:
