@@ -62,7 +62,7 @@ class Narrator:
         if hook.published:
             self.say(f'{pad}published in the peer app databag: {published(hook)}')
         if hook.wrote:
-            self.say(f'{pad}wrote /etc/valkey/valkey.conf: {hook.wrote}')
+            self.say(f'{pad}wrote /run/valkey/valkey.conf: {hook.wrote}')
         if hook.workload:
             self.say(f'{pad}{hook.workload}')
         self.say(f'{pad}status: {hook.status.name}: {hook.status.message}')
@@ -105,7 +105,7 @@ def short(unit: str) -> str:
 
 
 def published(hook: Hook) -> str:
-    shown = ('leader-unit', 'password-revision', 'primary-service-selects')
+    shown = ('leader-unit', 'password-revision')
     parts = [f'{key}={json.loads(hook.published[key])}' for key in shown if key in hook.published]
     others = sorted(set(hook.published) - set(shown))
     if others:
@@ -219,7 +219,7 @@ class Demo:
 
     def pod_comes_back(self) -> Settled:
         self.say('  The StatefulSet recreates pod valkey-leader-k8s-0: same unit, same data')
-        self.say('  volume; new containers (empty /etc/valkey, no StoredState). It runs')
+        self.say('  volume; new containers (empty /run/valkey, no StoredState). It runs')
         self.say('  upgrade-charm, config-changed, start, pebble-ready, and follows unit/1:')
         self.app.recreate_pod(0)
         settled = self.app.settle()

@@ -432,7 +432,7 @@ class Application:
 
         The ``data`` storage (``/var/lib/valkey``, the last RDB snapshot) is the
         same volume; everything else is new: the workload container's
-        filesystem (``/etc/valkey`` is empty) and Pebble plan, and the charm
+        filesystem (``/run/valkey`` is empty) and Pebble plan, and the charm
         container, so StoredState starts empty (ops' "How to manage stored
         state": it lives as long as the charm container). What Juju keeps for the
         unit (its leadership, relation data, secret tracking) is unchanged. The
