@@ -153,6 +153,25 @@ def test_every_source_module_imports_with_runtime_dependencies_only(packed_charm
     assert result.returncode == 0, result.stderr
 
 
+def test_the_client_interface_library_works_in_the_packed_charm(packed_charm: PackedCharm):
+    """dpcharmlibs-interfaces, with its compiled pydantic-core and cryptography wheels.
+
+    Only a leader with client relations imports it, through ``clients``, which
+    filters the one warning it raises at import: here every other warning is
+    an error, as in the test suites.
+    """
+    result = packed_charm.run_python(
+        'import warnings\n'
+        'warnings.simplefilter("error")\n'
+        'import clients\n'
+        'clients.import_library()\n'
+        'from dpcharmlibs.interfaces import ValkeyResponseModel\n'
+        'print(ValkeyResponseModel(username="u", endpoints="e").endpoints)\n'
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'e'
+
+
 def test_templates_render_from_the_charm_root(packed_charm: PackedCharm):
     """The config template is found under the charm directory, as the charm looks it up.
 
