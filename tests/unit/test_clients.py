@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from .conftest import (
     make_peer_relation,
     peer_app_data,
 )
+from .test_secrecy import everything_visible
 
 CLIENT = 'valkey-client'
 Ctx = testing.Context[ValkeyLeaderCharm]
@@ -578,3 +580,25 @@ def test_unusable_published_users_are_never_rendered(tmp_path: Path, raw: str) -
     out = ctx.run(ctx.on.relation_changed(peer_relation, remote_unit=0), state)
     assert 'user ' not in fs.read_config()
     assert out.unit_status == ops.ActiveStatus(f'replica of {APP}/0')
+
+
+# -------------------------------------------------------------- secrecy
+
+
+def test_a_clients_password_is_only_in_its_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not in any log line (debug included), status, relation databag, plan or config file."""
+    caplog.set_level(logging.DEBUG)
+    ctx, fs = make_context(tmp_path, 0), make_filesystem(tmp_path, 0)
+    leader = serve_two_clients(ctx, fs)
+    follower_ctx, follower_fs = make_context(tmp_path, 1), make_filesystem(tmp_path, 1)
+    state = as_unit(leader, 1, follower_fs, leader=False)
+    follower = follower_ctx.run(
+        follower_ctx.on.relation_changed(state.get_relations(PEERS)[0], remote_unit=0), state
+    )
+    seen = [*everything_visible(leader), *everything_visible(follower), caplog.text]
+    seen += [fs.read_config(), follower_fs.read_config()]
+    for relation_id in (10, 11):
+        password = credentials(leader, relation_id)['password']
+        assert not [text for text in seen if password in text]
