@@ -338,8 +338,12 @@ def _key_pattern(
 
 def _user_name(relation_id: int, request: RequirerCommonModel) -> str:
     """``relation-<id>``, or ``relation-<id>-<request id>`` for each request of a v1 client."""
+    from dpcharmlibs.interfaces import RequirerDataContractV0  # noqa: PLC0415 - loaded already
+
+    if isinstance(request, RequirerDataContractV0):
+        return f'relation-{relation_id}'  # the older protocol: one request, no id
     if request.request_id is None:
-        return f'relation-{relation_id}'
+        raise RequestRefusedError('a request without a request-id cannot be answered')
     if not _REQUEST_ID.fullmatch(request.request_id):
         raise RequestRefusedError('request-id must be 1 to 64 letters, digits, - or _')
     return f'relation-{relation_id}-{request.request_id}'
@@ -385,7 +389,7 @@ def _tell(
         code: RelationStatus(
             code=code,
             message=message,
-            resolution=f'remove the relation, fix the request, and integrate {ENDPOINT} again',
+            resolution='remove the relation, fix the request, then integrate again',
         )
         for code, message in refusals.items()
     }

@@ -349,10 +349,11 @@ def test_the_leader_removes_obsolete_revisions_of_client_secrets(
         ({'resource': 'myapp:*', 'extra-user-roles': 'admin'}, 'extra roles are not offered'),
         ({'resource': 'myapp:*', 'entity-type': 'USER'}, 'entity requests) are not offered'),
         ({'resource': 'myapp:*', 'request-id': 'no spaces please'}, 'request-id must be'),
+        ({'resource': 'myapp:*', 'request-id': None}, 'without a request-id'),
     ],
 )
 def test_a_request_the_charm_does_not_offer_is_answered_in_the_relation_and_the_app_status(
-    ctx: Ctx, fs: UnitFilesystem, request_fields: dict[str, str], why: str
+    ctx: Ctx, fs: UnitFilesystem, request_fields: dict[str, str | None], why: str
 ) -> None:
     request = {'request-id': 'req1', 'salt': 'salt'} | request_fields
     relation = testing.Relation(
