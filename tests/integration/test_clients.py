@@ -54,8 +54,12 @@ def client_charm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         timeout=30 * 60,
     )
-    (charm,) = sorted(out.glob('*.charm'))[:1]
-    return charm
+    # Depending on its version, charmcraft writes the file where it runs or
+    # into the project directory.
+    packed = sorted(out.glob('*.charm')) or sorted(CLIENT_CHARM_DIR.glob('*.charm'))
+    if not packed:
+        pytest.fail(f'charmcraft pack wrote no *.charm for {CLIENT_CHARM_DIR}', pytrace=False)
+    return packed[0]
 
 
 def check(juju: jubilant.Juju) -> dict[str, str]:
