@@ -243,6 +243,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             self._ensure_still_leader()
             relation.save(record, self.app)
             logger.info('Published %s as the leader at %s', record.unit, record.address)
+        # Clients: answers, their secrets and grants, their users for the others' files.
         served = clients.serve(
             self, relation, self._stored.valkey_version, before_write=self._ensure_still_leader
         )
