@@ -201,6 +201,19 @@ def test_a_v0_client_is_served_with_one_user_per_relation(ctx: Ctx, fs: UnitFile
     assert 'user relation-12 on #' in fs.read_config()
 
 
+def test_each_request_of_a_client_gets_its_own_user(ctx: Ctx, fs: UnitFilesystem) -> None:
+    relation = client_relation(10, requests=[('myapp:cache:*', 'c'), ('myapp:jobs:*', 'j')])
+    state = leader_state(fs, relations={peer(0), relation})
+    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=0), state)
+    assert [r['resource'] for r in responses(out, 10)] == ['myapp:cache:*', 'myapp:jobs:*']
+    assert len(client_secrets(out)) == 2
+    text = fs.read_config()
+    assert 'user relation-10-c on #' in text
+    assert '~myapp:cache:* &myapp:cache:*' in text
+    assert 'user relation-10-j on #' in text
+    assert '~myapp:jobs:* &myapp:jobs:*' in text
+
+
 def test_a_hook_that_changes_nothing_writes_nothing_to_the_client_or_its_secret(
     ctx: Ctx, fs: UnitFilesystem
 ) -> None:
@@ -376,16 +389,23 @@ def test_a_request_the_charm_does_not_offer_is_answered_in_the_relation_and_the_
     assert 'user relation-' not in fs.read_config()
 
 
-def test_a_fixed_relation_clears_its_status(ctx: Ctx, fs: UnitFilesystem) -> None:
+def test_a_fixed_request_clears_the_relation_status_and_the_app_status(
+    ctx: Ctx, fs: UnitFilesystem
+) -> None:
     bad = client_relation(10, requests=[('*', 'req1')])
     state = leader_state(fs, relations={peer(0), bad})
     refused = ctx.run(ctx.on.relation_changed(bad, remote_unit=0), state)
-    # The client app is removed; another relation of the same name is served.
-    good = client_relation(11)
-    state = dataclass_replace(refused, relations={*refused.get_relations(PEERS), good})
-    out = ctx.run(ctx.on.relation_changed(good, remote_unit=0), state)
+    assert 'status' in refused.get_relation(10).local_app_data
+    # The client asks again, for a prefix this time.
+    fixed = dataclass_replace(
+        refused.get_relation(10),
+        remote_app_data=client_relation(10, requests=[('myapp:*', 'req2')]).remote_app_data,
+    )
+    state = dataclass_replace(refused, relations={*refused.get_relations(PEERS), fixed})
+    out = ctx.run(ctx.on.relation_changed(fixed, remote_unit=0), state)
     assert out.app_status == ops.ActiveStatus(f'primary is {APP}/0')
-    assert 'status' not in out.get_relation(11).local_app_data
+    assert 'status' not in out.get_relation(10).local_app_data
+    assert credentials(out, 10)['username'] == 'relation-10-req2'
 
 
 def test_a_prefix_overlapping_another_clients_keys_is_refused(
