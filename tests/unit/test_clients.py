@@ -80,7 +80,7 @@ def credentials(state: testing.State, relation_id: int) -> dict[str, str]:
 
 
 def client_secrets(state: testing.State) -> list[testing.Secret]:
-    return [s for s in state.secrets if clients.owns_secret(s.label)]
+    return sorted((s for s in state.secrets if clients.owns_secret(s.label)), key=lambda s: s.id)
 
 
 def published_users(state: testing.State) -> list[dict[str, Any]]:
