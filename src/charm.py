@@ -24,11 +24,12 @@ import logging
 
 import ops
 
+import clients
 import leadership
 import password_secret
 import workload
 import workload_container
-from charm_config import CharmConfig, PasswordConfig, applicable
+from charm_config import PasswordConfig, applicable
 from leadership import PEER_ENDPOINT, LeaderRecord, LeadershipLostError, most_severe
 from password_secret import AppPassword
 
@@ -49,24 +50,27 @@ class ValkeyLeaderCharm(ops.CharmBase):
             file_role='',  # what the unit's config file makes it: what its status says
             problem=[],  # why the last reconcile could not finish: [status name, message]
             primary_service_applied=False,  # since this unit was last elected
+            valkey_version='',  # what clients are told
+            clients_problem=[],  # the first client relation the leader could not serve
         )
-
         framework.observe(self.on.leader_elected, self._on_leader_elected)
         # leader-settings-changed is deliberately not observed (it is deprecated):
         # the other units learn about a new leader, and about a new password,
         # from the leader's writes to the peer application databag.
         framework.observe(self.on[PEER_ENDPOINT].relation_changed, self._on_peers_changed)
-        framework.observe(self.on.config_changed, self._on_config_changed)
         framework.observe(self.on.rotate_password_action, self._on_rotate_password)
         framework.observe(self.on.upgrade_charm, self._on_upgrade_charm)
         framework.observe(self.on.secret_remove, self._on_secret_remove)
         # Every other event that can bring new inputs runs the same reconcile.
         for event in (
             self.on.install,
+            self.on.config_changed,
             self.on[PEER_ENDPOINT].relation_created,  # the leader can publish from now on
             self.on[PEER_ENDPOINT].relation_departed,  # may reach a new leader before its election
             self.on.valkey_pebble_ready,
             self.on.secret_changed,  # a new revision of a secret this unit reads
+            self.on[clients.ENDPOINT].relation_changed,  # a client asked for its user
+            self.on[clients.ENDPOINT].relation_broken,  # its user goes, on every unit
             self.on.update_status,  # retries whatever the last event could not finish
         ):
             framework.observe(event, self._on_other_event)
@@ -81,9 +85,6 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     def _on_peers_changed(self, _: ops.RelationChangedEvent) -> None:
         # The leader published a new record: follow the new leader, or the new password.
-        self._reconcile()
-
-    def _on_config_changed(self, _: ops.ConfigChangedEvent) -> None:
         self._reconcile()
 
     def _on_upgrade_charm(self, _: ops.UpgradeCharmEvent) -> None:
@@ -111,7 +112,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             event.fail(f'Fix the config first: {e}')
             return
         except LeadershipLostError:
-            event.fail(self._run_on_the_leader_instead())
+            event.fail(leadership.run_on_the_leader_instead(self._leader_to_follow(), self.app))
             return
         except ops.ModelError as e:
             event.fail(f'The password was not rotated: Juju refused ({type(e).__name__})')
@@ -127,17 +128,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
         result = 'password rotated; every unit restarts with it'
         event.set_results({'result': result, 'secret-id': rotated.secret_id})
 
-    def _run_on_the_leader_instead(self) -> str:
-        leader = self._leader_to_follow()  # never this unit: it may have led until just now
-        where = 'leadership is moving to another unit'
-        if isinstance(leader, LeaderRecord):
-            where = f'the leader is {leader.unit}'
-        run = f'juju run {self.app.name}/leader rotate-password'
-        return f'Only the leader can rotate the password ({where}). Run: {run}'
-
     def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
         # Sent to the owner (the leader) once no unit tracks an old revision.
-        if event.secret.label != password_secret.LABEL or not self.unit.is_leader():
+        label = event.secret.label
+        ours = label == password_secret.LABEL or clients.owns_secret(label)
+        if not ours or not self.unit.is_leader():
             return
         try:
             event.remove_revision()
@@ -161,7 +156,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
     ) -> ops.StatusBase | None:
         if self.unit.is_leader():
             try:
-                own, leader_problem = self._perform_leader_duties(
+                own, users, leader_problem = self._perform_leader_duties(
                     repoint_primary_service, app_password
                 )
             except LeadershipLostError:
@@ -170,30 +165,29 @@ class ValkeyLeaderCharm(ops.CharmBase):
             except ops.ModelError as e:
                 logger.error('Leader duties failed: %s', type(e).__name__)
                 return ops.WaitingStatus(f'leader duties failed ({type(e).__name__}); retrying')
-            return most_severe(leader_problem, self._configure_workload(None, own.password))
+            return most_severe(leader_problem, self._configure_workload(None, own.password, users))
         leader = self._leader_to_follow()
         if isinstance(leader, ops.StatusBase):
             return leader
         # A non-leader reads the secret by the id the leader published; it never creates one.
         password = password_secret.read_published(self.model, leader.password_secret_id)
-        return self._configure_workload(leader, password)
+        return self._configure_workload(leader, password, clients.users_for_this_unit(self.model))
 
     def _configure_workload(
-        self, primary: LeaderRecord | None, app_password: str | ops.StatusBase
+        self, primary: LeaderRecord | None, password: str | ops.StatusBase, users: clients.Users
     ) -> ops.StatusBase | None:
         """Render this unit's file (the primary's if ``primary`` is None), push it, run Valkey."""
-        config, config_problem = self._config()
+        config, config_problem = applicable(self.load_config, self._stored.last_good_options)
         if config is None:
             return None  # collect-status reports the config's problem
         if config_problem is None:
             self._stored.last_good_options = config.workload_options
-        password = app_password
         if config.admin_password is not None:
             password = password_secret.read_users(config.admin_password, self.app.name)
         if isinstance(password, ops.StatusBase):
             return password
         settings = config.valkey_settings(
-            password=password, primary_address=primary.address if primary else None
+            password=password, primary_address=primary.address if primary else None, users=users
         )
         container = self.unit.get_container(workload.CONTAINER)
         applied = workload_container.configure(container, settings, self.charm_dir / 'templates')
@@ -204,18 +198,20 @@ class ValkeyLeaderCharm(ops.CharmBase):
             logger.info('Wrote the config file: %s', self._stored.file_role)
         if applied.version:
             self.unit.set_workload_version(applied.version)
+            self._stored.valkey_version = applied.version
         return None
 
     # -- The leader's duties: everything a non-leader must never do, in one place.
 
     def _perform_leader_duties(
         self, repoint_primary_service: bool, app_password: AppPassword | None
-    ) -> tuple[AppPassword, ops.StatusBase | None]:
-        """Secret, Service, peer record; returns the password and a Kubernetes problem if any.
+    ) -> tuple[AppPassword, clients.Users, ops.StatusBase | None]:
+        """Secret, Service, peer record, clients; returns the password, the users, a problem.
 
         1. The app secret with the password: a new leader reuses its predecessor's.
         2. The ``<app>-primary`` Kubernetes Service: it must select this unit's pod.
         3. The leader record in the peer application databag: how the others learn.
+        4. Every client relation's user, answer and secret; the users, for the others.
         """
         previous = self._previous_record()
         if app_password is None:
@@ -247,7 +243,12 @@ class ValkeyLeaderCharm(ops.CharmBase):
             self._ensure_still_leader()
             relation.save(record, self.app)
             logger.info('Published %s as the leader at %s', record.unit, record.address)
-        return app_password, service_problem
+        # Clients: answers, their secrets and grants, their users for the others' files.
+        served = clients.serve(
+            self, relation, self._stored.valkey_version, before_write=self._ensure_still_leader
+        )
+        self._stored.clients_problem = served.remembered_problem  # for collect-status
+        return app_password, served.users, service_problem
 
     def _ensure_still_leader(self) -> None:
         """Confirm leadership right before a leader-only write.
@@ -267,9 +268,6 @@ class ValkeyLeaderCharm(ops.CharmBase):
         record = leadership.read_record(self.model.get_relation(PEER_ENDPOINT), self.app)
         return record if isinstance(record, LeaderRecord) else None
 
-    def _config(self) -> tuple[CharmConfig | None, ops.BlockedStatus | None]:
-        return applicable(self.load_config, self._stored.last_good_options)
-
     # -- Status: what the unit IS, from what this and earlier hooks found, with no slow I/O.
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
@@ -285,11 +283,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
             )
         if self.model.get_relation(PEER_ENDPOINT) is None:
             event.add_status(ops.WaitingStatus(f'waiting for the {PEER_ENDPOINT} relation'))
+        if problem := self._stored.clients_problem:  # a client relation the leader cannot serve
+            event.add_status(ops.StatusBase.from_name(*problem))
 
     def _statuses(self) -> list[ops.StatusBase]:
         problem = self._stored.problem
         return leadership.statuses(
-            config_problem=self._config()[1],
+            config_problem=applicable(self.load_config, self._stored.last_good_options)[1],
             last_problem=ops.StatusBase.from_name(*problem) if problem else None,
             leader=None if self.unit.is_leader() else self._leader_to_follow(),
             file_role=self._stored.file_role,

@@ -129,12 +129,17 @@ class CharmConfig(PasswordConfig):
         super().__post_init__()
 
     def valkey_settings(
-        self, *, password: str, primary_address: str | None
+        self,
+        *,
+        password: str,
+        primary_address: str | None,
+        users: tuple[workload.AclUser, ...] = (),
     ) -> workload.ValkeySettings:
-        """Everything one unit's file depends on: these options, plus its role and password."""
+        """Everything one unit's file depends on: these options, its role, password and users."""
         return workload.ValkeySettings(
             password=password,
             primary_address=primary_address,
+            users=users,
             log_level=self.log_level,
             maxmemory=self.maxmemory,
             maxmemory_policy=self.maxmemory_policy,

@@ -156,3 +156,15 @@ def statuses(
         return [*found, ops.WaitingStatus('no config file yet')]
     # Seen on events the charm does not act on: the next one it acts on moves the role.
     return [*found, ops.WaitingStatus(f'still {file_role}; about to become {wanted}')]
+
+
+def run_on_the_leader_instead(leader: LeaderRecord | ops.StatusBase, app: ops.Application) -> str:
+    """What a non-leader answers an action only the leader can run.
+
+    ``leader`` is never this unit: it may have led until just now.
+    """
+    where = 'leadership is moving to another unit'
+    if isinstance(leader, LeaderRecord):
+        where = f'the leader is {leader.unit}'
+    run = f'juju run {app.name}/leader rotate-password'
+    return f'Only the leader can rotate the password ({where}). Run: {run}'

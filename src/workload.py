@@ -27,6 +27,55 @@ PORT: Final = 6379
 CONFIG_PATH: Final = '/run/valkey/valkey.conf'
 DATA_DIR: Final = '/var/lib/valkey'
 TEMPLATE_NAME: Final = 'valkey.conf.j2'
+# What a client relation's user may run, besides its own keys and channels.
+# Least privilege for an application that stores data: every data type's read
+# and write commands, key-space commands (DEL, EXPIRE, SCAN...), Pub/Sub,
+# MULTI/EXEC and connection commands (PING, HELLO, CLIENT SETNAME), then
+# minus everything that reaches beyond its own keys: @admin (CONFIG, DEBUG,
+# MONITOR, REPLICAOF...), @dangerous (FLUSHALL, KEYS, SWAPDB, CLIENT KILL...)
+# and @scripting (functions are shared by every user, and FUNCTION FLUSH
+# would delete other clients' functions). Rules apply left to right.
+CLIENT_COMMANDS: Final = (
+    '-@all +@read +@write +@keyspace +@pubsub +@transaction +@connection '
+    '-@admin -@dangerous -@scripting'
+)
+
+
+_SHA256_HEX = re.compile(r'[0-9a-f]{64}')
+_USER_NAME = re.compile(r'relation-[0-9]{1,9}(-[0-9A-Za-z_-]{1,64})?')
+# A literal prefix followed by one '*': no other glob character, no space,
+# nothing Valkey's config parser would read as a second argument.
+KEY_PATTERN = re.compile(r'[0-9A-Za-z._:/-]{1,64}\*')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AclUser:
+    """A client relation's Valkey user, as every unit writes it into its file.
+
+    Valkey does not replicate ACL users from the primary: each unit must
+    define them itself. Only the SHA-256 of the password is here (Valkey
+    accepts ``#<hex>`` in a ``user`` line), never the password.
+    """
+
+    name: str
+    password_sha256: str
+    key_pattern: str
+    """The keys (and Pub/Sub channels) the user may touch, such as ``myapp:*``."""
+
+    def __post_init__(self) -> None:
+        """Refuse anything that could add a directive or widen the user's rights."""
+        if not _USER_NAME.fullmatch(self.name):
+            raise ValueError(f'not a client user name: {self.name!r}')
+        if not _SHA256_HEX.fullmatch(self.password_sha256):
+            raise ValueError(f'{self.name}: the password hash is not a SHA-256 hex digest')
+        if not KEY_PATTERN.fullmatch(self.key_pattern):
+            raise ValueError(f'{self.name}: not a key prefix pattern: {self.key_pattern!r}')
+
+    @property
+    def acl_rules(self) -> str:
+        """The rules of its ``user`` line: on, its password hash, its keys, its commands."""
+        keys = self.key_pattern
+        return f'on #{self.password_sha256} ~{keys} &{keys} {CLIENT_COMMANDS}'
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,6 +89,8 @@ class ValkeySettings:
     maxmemory: str
     """A Valkey size such as ``100mb``; empty means no limit."""
     maxmemory_policy: str
+    users: tuple[AclUser, ...] = ()
+    """The client relations' users; the ``default`` user keeps ``password``."""
 
 
 def valkey_quote(value: str) -> str:
@@ -91,6 +142,7 @@ def render_config(settings: ValkeySettings, templates_dir: Path) -> str:
         log_level=settings.log_level,
         maxmemory=settings.maxmemory or '0',
         maxmemory_policy=settings.maxmemory_policy,
+        users=settings.users,
     )
 
 

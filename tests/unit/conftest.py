@@ -35,7 +35,9 @@ VERSION_OUTPUT = (
 ALL_UNITS = (0, 1, 2)
 
 
-HEAVY_MODULES = ('jinja2', 'lightkube')
+# Each costs a hook that imports it milliseconds (dpcharmlibs, with pydantic and
+# cryptography, about 70): imported only on the paths that need them.
+HEAVY_MODULES = ('jinja2', 'lightkube', 'dpcharmlibs', 'pydantic', 'cryptography')
 
 
 def imported_after(script: str, *argv: str) -> list[str]:

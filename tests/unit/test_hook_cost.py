@@ -16,7 +16,7 @@ import textwrap
 from .conftest import imported_after
 
 
-def test_importing_the_charm_imports_neither_jinja2_nor_lightkube() -> None:
+def test_importing_the_charm_imports_none_of_the_heavy_modules() -> None:
     assert imported_after('import sys\nimport charm') == []
 
 
@@ -56,3 +56,39 @@ def test_a_hook_with_nothing_to_render_does_not_import_jinja2() -> None:
 def test_the_probe_sees_an_import_when_there_is_one() -> None:
     """The leader's Kubernetes path does load lightkube: the probe can tell."""
     assert imported_after('import charm\nimport primary_service') == ['lightkube']
+
+
+CLIENT_PROBE = textwrap.dedent("""
+    import json
+    from ops import testing
+    from charm import ValkeyLeaderCharm
+    ctx = testing.Context(ValkeyLeaderCharm, unit_id=0)
+    clients = []
+    if sys.argv[1] == 'with-client':
+        request = {'resource': 'myapp:*', 'request-id': 'r1', 'salt': 's'}
+        clients.append(testing.Relation(
+            'valkey-client', id=7, remote_app_name='myapp',
+            remote_app_data={'version': 'v1', 'requests': json.dumps([request])},
+        ))
+    leader = testing.State(
+        leader=True,
+        relations={testing.PeerRelation('valkey-peers', id=1), *clients},
+        containers={testing.Container('valkey', can_connect=False)},
+    )
+    # Every event a leader without clients sees, and one with a client relation.
+    for event in (ctx.on.update_status(), ctx.on.config_changed()):
+        leader = ctx.run(event, leader)
+""")
+
+
+def test_a_deployment_without_clients_never_imports_the_interface_library() -> None:
+    """The import-cost target (1.15x a minimal charm) holds for a deployment without clients."""
+    imported = imported_after('import sys\n' + CLIENT_PROBE, 'no-client')
+    assert 'dpcharmlibs' not in imported
+    assert 'pydantic' not in imported
+    assert 'cryptography' not in imported
+
+
+def test_the_probe_sees_the_interface_library_once_a_client_is_related() -> None:
+    imported = imported_after('import sys\n' + CLIENT_PROBE, 'with-client')
+    assert {'dpcharmlibs', 'pydantic', 'cryptography'} <= set(imported)

@@ -248,8 +248,8 @@ class ValkeyServer:
         self.replicaof = replicaof
         self.start()
 
-    def client(self, password: str | None = None) -> Client:
-        return Client(self.port, password)
+    def client(self, password: str | None = None, *, username: str | None = None) -> Client:
+        return Client(self.port, password, username=username)
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors='replace') if self.log_file.exists() else ''
@@ -282,11 +282,12 @@ class Client:
     password or none, ``ReadOnlyError`` for a write on a replica.
     """
 
-    def __init__(self, port: int, password: str | None) -> None:
+    def __init__(self, port: int, password: str | None, *, username: str | None = None) -> None:
         self.port = port
         self._raw = redis.Redis(
             host=HOST,
             port=port,
+            username=username,  # None: the default user (requirepass)
             password=password,
             decode_responses=True,
             socket_timeout=5,
