@@ -112,6 +112,10 @@ class Deployment:
     containers: dict[int, testing.Container] = dataclasses.field(
         default_factory=dict[int, testing.Container]
     )
+    stored_states: dict[int, frozenset[testing.StoredState]] = dataclasses.field(
+        default_factory=dict[int, frozenset[testing.StoredState]]
+    )
+    """Each unit's StoredState, kept from one event to its next, as in a pod."""
 
     def __post_init__(self) -> None:
         for unit in UNITS:
@@ -169,6 +173,7 @@ class Deployment:
             },
             secrets=self.secrets,
             containers={container},
+            stored_states=self.stored_states.get(unit, frozenset()),
         )
 
     def absorb(self, unit: int, out: testing.State) -> None:
@@ -176,6 +181,7 @@ class Deployment:
         self.app_data = dict(out.get_relation(PEER_RELATION_ID).local_app_data)
         self.secrets = out.secrets
         self.containers[unit] = dataclasses.replace(out.get_container('valkey'), can_connect=True)
+        self.stored_states[unit] = out.stored_states
 
 
 # ------------------------------------------------------------------ events
