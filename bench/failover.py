@@ -62,8 +62,8 @@ import workload  # noqa: E402
 from tests.workload import valkey_server  # noqa: E402
 from tests.workload.valkey_server import HOST, ValkeyServer, free_port  # noqa: E402
 
-SIZES: Final = {'15MB': 100_000, '150MB': 1_000_000, '430MB': 3_000_000}
-"""Dataset name -> keys (90-byte values)."""
+SIZES: Final = {'100k': 100_000, '1M': 1_000_000, '3.3M': 3_300_000}
+"""Dataset name -> keys (90-byte values): about 24 MB, 150 MB and 430 MB of used_memory."""
 VALUE: Final = b'v' * 90
 BATCH: Final = 1000
 TEMPLATES: Final = REPO_ROOT / 'templates'
@@ -529,6 +529,47 @@ def summary(figures: dict[str, Any]) -> str:
     return text
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The table of docs/benchmark.md: one row per event and way, columns per size."""
+    sizes = list(report['sizes'])
+    head = ['event', 'way', 'restarts', 'full/partial']
+    head += [f'{name} keys: writable / in sync (ms)' for name in sizes]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    first = report['sizes'][sizes[0]]['events']
+    for event in first:
+        for way in ('restart', 'live'):
+            rows = [report['sizes'][name]['events'][event][way] for name in sizes]
+            restarts = sorted({max(row['restarts_per_unit']) for row in rows})
+            syncs = ', '.join(f'{row["sync_full"]}/{row["sync_partial_ok"]}' for row in rows)
+            cells = [event, way, '/'.join(map(str, restarts)) + ' per unit', syncs]
+            cells += [
+                f'{row["primary_writable_s"] * 1000:.0f} / {row["replicas_in_sync_s"] * 1000:.0f}'
+                for row in rows
+            ]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += ['', '| writer during the switchover | way | ' + ' | '.join(sizes) + ' |']
+    lines.append('|' + '---|' * (len(sizes) + 2))
+    for way in ('restart', 'live'):
+        rows = [report['sizes'][n]['events']['switchover under writes'][way] for n in sizes]
+        lost = [f'{r["acknowledged_writes_lost"]} of {r["writes_acknowledged"]}' for r in rows]
+        gap = [f'{r["longest_write_gap_s"] * 1000:.0f} ms' for r in rows]
+        lines.append(f'| acknowledged writes lost | {way} | ' + ' | '.join(lost) + ' |')
+        gaps = ' | '.join(gap)
+        lines.append(f'| longest time without an acknowledged write | {way} | {gaps} |')
+    title = 'connections dropped (on the primary / replicas), every size'
+    lines += ['', f'| {title} | restart | live |']
+    lines.append('|---|---|---|')
+    for event in first:
+        cells: list[str] = []
+        for way in ('restart', 'live'):
+            figures = [report['sizes'][n]['events'][event][way] for n in sizes]
+            dropped = [f['connections_dropped'] for f in figures]
+            seen: set[tuple[int, int]] = {(d['on_primary'], d['on_replicas']) for d in dropped}
+            cells.append(', '.join(f'{p} / {r}' for p, r in sorted(seen)))
+        lines.append(f'| {event} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def main() -> int:
     """Run every size, print the table, write the JSON."""
     parser = argparse.ArgumentParser(description='Failover benchmark: restarts vs live.')
@@ -548,6 +589,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix='valkey-failover-') as tmp:
         for name in args.sizes.split(','):
             report['sizes'][name] = run_size(Path(tmp), name, SIZES[name])
+    print(markdown(report))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + '\n')

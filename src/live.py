@@ -26,6 +26,29 @@ run each unit's server on its own loopback port.
 
 The ``valkey`` package is imported inside the functions: most hooks never
 call this module, and Juju starts a new Python process for every hook.
+
+How the charm calls it, in its one reconcile path:
+
+* Every unit, every event, after rendering: read the password in the file it
+  is about to replace (``workload.requirepass_from_config``), push the new
+  file, then, unless the service must start anyway (not running, a new
+  Pebble plan), ``apply_live(settings, passwords=[new, previous])``. On
+  ``restart_needed``, log ``reason`` and restart, as before. This one call
+  covers ``config-changed`` (options), ``rotate-password`` and
+  ``secret-changed`` (the password: the leader in its own hook, the others
+  on ``valkey-peers-relation-changed``), and a follower following a new
+  leader (``REPLICAOF``).
+* ``leader-elected`` on the new leader, before that call, if the peer
+  databag still names another unit as the leader and this unit's server is a
+  replica: check ``is_leader()`` again, then ``hand_over(old_primary=(old
+  leader's stable DNS name, 6379), target=(own stable DNS name, 6379), ...)``.
+  ``switched`` or ``already-primary``: go on (``apply_live`` then finds the
+  role right). Anything else (``unreachable`` within about a second when the
+  old pod is gone, ``refused``, ``timed-out``, ``auth-refused``): log the
+  reason and go on: ``apply_live`` promotes with ``REPLICAOF NO ONE``. Keep
+  ``timeout_ms`` well inside the 30 s for which leadership is guaranteed.
+* The demoted unit's own hook later: its file says replica; after a
+  handover its server already follows the new primary (``unchanged``).
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
 import socket
 import threading
 import time
@@ -457,6 +459,32 @@ def test_failover_refused_leaves_both_servers_as_they_were(cluster: Cluster) -> 
     assert 'not a replica' in result.reason
     assert old.replication()['master_failover_state'] == 'no-failover'
     command(old.server.port, PASSWORD, 'SET', 'still', 'writable')
+    assert new.replication()['role'] == 'slave'
+
+
+def test_failover_that_times_out_is_aborted_and_the_old_primary_keeps_writing(
+    cluster: Cluster,
+) -> None:
+    """The target never catches up (its process is frozen): bounded wait, no switch."""
+    old, new, frozen = cluster.units
+    assert frozen.server.pid is not None
+    os.killpg(frozen.server.pid, signal.SIGSTOP)
+    try:
+        command(old.server.port, PASSWORD, 'SET', 'unacknowledged by the target', '1')
+        result = live.hand_over(
+            old_primary=old.address,
+            target=frozen.address,
+            password=PASSWORD,
+            local=new.address,  # waits for a unit that is not the target: never primary
+            timeout_ms=300,
+        )
+    finally:
+        os.killpg(frozen.server.pid, signal.SIGCONT)
+    assert result.status == 'timed-out', result
+    assert result.seconds < 0.3 + 1.0 + 0.5
+    assert old.replication()['role'] == 'master'
+    assert old.replication()['master_failover_state'] == 'no-failover'
+    command(old.server.port, PASSWORD, 'SET', 'writable again', '1')
     assert new.replication()['role'] == 'slave'
 
 
