@@ -266,8 +266,6 @@ def apply_live(
 
 
 def _execute(client: _Client, todo: Plan, passwords: Sequence[str]) -> LiveResult:
-    import valkey.exceptions  # noqa: PLC0415
-
     pipe = client.pipeline(transaction=False)
     if todo.config:
         pipe.execute_command('CONFIG', 'SET', *(x for pair in todo.config.items() for x in pair))
@@ -282,7 +280,9 @@ def _execute(client: _Client, todo: Plan, passwords: Sequence[str]) -> LiveResul
         *(['CLIENT KILL TYPE master'] if todo.reannounce else []),
     ]
     for command, reply in zip(commands, replies, strict=True):
-        if isinstance(reply, valkey.exceptions.ResponseError):
+        # Any error counts: a server still loading its dataset answers
+        # REPLICAOF with LOADING, which valkey-py raises as a ConnectionError.
+        if isinstance(reply, Exception):
             secret = command.startswith('CONFIG') and bool(_SECRET_OPTIONS & todo.config.keys())
             # Valkey may quote a refused value back: never the password's.
             detail = 'a refused value' if secret else _scrub(str(reply), passwords)

@@ -184,7 +184,7 @@ class FakeServer:
         self.replication: dict[str, object] = {'role': role}
         if role == 'slave' and desired.primary_address:
             self.replication |= {'master_host': desired.primary_address, 'master_port': 6379}
-        self.refuse: dict[str, str] = {}
+        self.refuse: dict[str, str | Exception] = {}
         self.sent: list[tuple[str | int, ...]] = []
         self.on_failover: FakeServer | None = None
         """The server FAILOVER promotes; ``None``: it never completes."""
@@ -193,8 +193,11 @@ class FakeServer:
         self.sent.append(args)
         name = str(args[0]).upper()
         for refused in (name, f'{name} {args[1:2]}'):
-            if refused in self.refuse:
-                raise valkey.exceptions.ResponseError(self.refuse[refused])
+            error = self.refuse.get(refused)
+            if isinstance(error, Exception):
+                raise error
+            if error is not None:
+                raise valkey.exceptions.ResponseError(error)
         if name == 'CONFIG' and args[1] == 'GET':
             return [x for key in args[2:] for x in (key, self.config[str(key)])]
         if name == 'CONFIG':
@@ -231,7 +234,7 @@ class FakeClient:
         for args in self.queued:
             try:
                 replies.append(self.server.answer(*args))
-            except valkey.exceptions.ResponseError as e:
+            except valkey.exceptions.ValkeyError as e:
                 if raise_on_error:
                     raise
                 replies.append(e)
@@ -306,6 +309,10 @@ def test_fake_failures_say_why_without_the_password(servers: Servers) -> None:
     bad_level = settings(log_level='x')
     result = live.apply_live(bad_level, passwords=['secret-one'])
     assert result.reason == 'CONFIG SET loglevel refused: ERR Invalid argument ***'
+    server.refuse['REPLICAOF'] = valkey.exceptions.BusyLoadingError('LOADING')
+    loading = live.apply_live(settings(primary=None), passwords=['secret-one'])
+    assert loading.status == 'refused'
+    assert loading.reason == 'REPLICAOF NO ONE refused: LOADING'
     server.refuse['CONFIG'] = 'NOPERM this user has no permissions to run the config command'
     result = live.apply_live(settings(password='secret-one'), passwords=['secret-one'])
     assert result.status == 'refused'
