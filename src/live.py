@@ -127,8 +127,8 @@ class LiveResult:
 class Plan:
     """The commands that bring a server from what it runs to what is desired."""
 
-    config: dict[str, str]
-    """``CONFIG SET`` pairs, in ``LIVE_OPTIONS`` order."""
+    config: dict[str, str] = dataclasses.field(repr=False)
+    """``CONFIG SET`` pairs, in ``LIVE_OPTIONS`` order (the password among them: not in repr)."""
     role: tuple[str, ...] | None
     """``('NO', 'ONE')`` or ``(host, port)`` for ``REPLICAOF``, or ``None``: no role change."""
     reannounce: bool

@@ -71,8 +71,12 @@ def test_maxmemory_is_compared_in_bytes_as_config_get_answers() -> None:
 
 def test_a_new_password_sets_masterauth_before_requirepass() -> None:
     current = running(settings())
-    todo = live.plan(settings(password='new'), current, FOLLOWING)
-    assert list(todo.config.items()) == [('masterauth', 'new'), ('requirepass', 'new')]
+    todo = live.plan(settings(password='new-secret'), current, FOLLOWING)
+    assert list(todo.config.items()) == [
+        ('masterauth', 'new-secret'),
+        ('requirepass', 'new-secret'),
+    ]
+    assert 'new-secret' not in repr(todo)
 
 
 def test_a_new_leader_is_promoted_and_a_follower_follows() -> None:
