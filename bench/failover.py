@@ -444,6 +444,7 @@ def leader_change(
             target=deployment.resolve(dns_name(new)),
             password=deployment.options.password,
             local=(HOST, deployment.ports[new]),
+            method='pause' if way == 'live-pause' else 'failover',
         )
         figures['handover'] = {'status': handover.status, 'seconds': handover.seconds}
         if handover.status != 'switched':
@@ -456,6 +457,12 @@ def leader_change(
     if old_alive:
         deployment.apply(old)
     return figures
+
+
+def ways(event: str) -> tuple[str, ...]:
+    """``restart`` and ``live``; a handover also ``live-pause`` (``hand_over(method='pause')``)."""
+    alive = event in {'leader-change, old primary alive', 'switchover under writes'}
+    return ('restart', 'live', 'live-pause') if alive else ('restart', 'live')
 
 
 EVENTS: Final = (
@@ -503,10 +510,10 @@ def run_size(root: Path, name: str, keys: int) -> dict[str, Any]:
         print(f'{name}: {report["dataset"]}', flush=True)
         for event in EVENTS:
             report['events'][event] = {}
-            for way in ('restart', 'live'):
+            for way in ways(event):
                 figures = run_event(deployment, event, way)
                 report['events'][event][way] = figures
-                print(f'  {event:34} {way:7} {summary(figures)}', flush=True)
+                print(f'  {event:34} {way:10} {summary(figures)}', flush=True)
         return report
     finally:
         deployment.stop()
@@ -537,7 +544,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     first = report['sizes'][sizes[0]]['events']
     for event in first:
-        for way in ('restart', 'live'):
+        for way in first[event]:
             rows = [report['sizes'][name]['events'][event][way] for name in sizes]
             restarts = sorted({max(row['restarts_per_unit']) for row in rows})
             syncs = ', '.join(f'{row["sync_full"]}/{row["sync_partial_ok"]}' for row in rows)
@@ -549,7 +556,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append('| ' + ' | '.join(cells) + ' |')
     lines += ['', '| writer during the switchover | way | ' + ' | '.join(sizes) + ' |']
     lines.append('|' + '---|' * (len(sizes) + 2))
-    for way in ('restart', 'live'):
+    for way in first['switchover under writes']:
         rows = [report['sizes'][n]['events']['switchover under writes'][way] for n in sizes]
         lost = [f'{r["acknowledged_writes_lost"]} of {r["writes_acknowledged"]}' for r in rows]
         gap = [f'{r["longest_write_gap_s"] * 1000:.0f} ms' for r in rows]
@@ -557,11 +564,14 @@ def markdown(report: dict[str, Any]) -> str:
         gaps = ' | '.join(gap)
         lines.append(f'| longest time without an acknowledged write | {way} | {gaps} |')
     title = 'connections dropped (on the primary / replicas), every size'
-    lines += ['', f'| {title} | restart | live |']
-    lines.append('|---|---|---|')
+    lines += ['', f'| {title} | restart | live | live-pause |']
+    lines.append('|---|---|---|---|')
     for event in first:
         cells: list[str] = []
-        for way in ('restart', 'live'):
+        for way in ('restart', 'live', 'live-pause'):
+            if way not in first[event]:
+                cells.append('-')
+                continue
             figures = [report['sizes'][n]['events'][event][way] for n in sizes]
             dropped = [f['connections_dropped'] for f in figures]
             seen: set[tuple[int, int]] = {(d['on_primary'], d['on_replicas']) for d in dropped}

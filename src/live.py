@@ -95,6 +95,7 @@ LIVE_OPTIONS: Final = (
 _SECRET_OPTIONS: Final = frozenset({'masterauth', 'requirepass'})
 
 LiveStatus = Literal['unchanged', 'applied', 'not-running', 'auth-refused', 'refused']
+HandoverMethod = Literal['failover', 'pause']
 HandoverStatus = Literal[
     'switched', 'already-primary', 'unreachable', 'auth-refused', 'refused', 'timed-out'
 ]
@@ -313,6 +314,7 @@ def hand_over(
     local: Address = LOCAL,
     timeout_ms: int = 5000,
     connect_timeout: float = PEER_CONNECT_TIMEOUT,
+    method: HandoverMethod = 'failover',
 ) -> HandoverResult:
     """Ask the old primary to hand over to this unit: ``FAILOVER TO <target> TIMEOUT <ms>``.
 
@@ -335,6 +337,9 @@ def hand_over(
             plus a second at most, then sends ``FAILOVER ABORT``.
         connect_timeout: how long the old primary has to answer at all; past
             it the result is ``unreachable`` and the caller promotes directly.
+        method: ``failover`` (Valkey's ``FAILOVER``), or ``pause``: the same
+            steps done from here, which does not wait for the target's
+            once-a-second ``REPLCONF ACK`` (see ``_pause_and_swap``).
     """
     import valkey.exceptions  # noqa: PLC0415
 
@@ -354,6 +359,9 @@ def hand_over(
                     if old.status == 'auth-refused':
                         return done('auth-refused', 'the old primary refused the password')
                     return done('unreachable', f'the old primary did not answer ({old.reason})')
+                if method == 'pause':
+                    status, reason = _pause_and_swap(old, mine, target, timeout_ms)
+                    return done(status, reason)
                 try:
                     old.execute_command(
                         'FAILOVER', 'TO', target[0], target[1], 'TIMEOUT', timeout_ms
@@ -372,6 +380,89 @@ def hand_over(
                 return done('timed-out', f'no switch within {timeout_ms} ms; aborted')
     except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
         return done('unreachable', f'a server stopped answering ({type(e).__name__})')
+
+
+def _pause_and_swap(
+    old: _Client, mine: _Client, target: Address, timeout_ms: int
+) -> tuple[HandoverStatus, str]:
+    """``FAILOVER``'s steps, driven from the new leader, without waiting for an ACK.
+
+    Valkey's ``FAILOVER`` switches when the target's *acknowledged* offset
+    reaches the primary's, and a replica acknowledges once a second on its
+    own; so it takes up to a second (docs/benchmark.md). Here the target's
+    offset is read from the target itself:
+
+    1. ``CLIENT PAUSE <timeout_ms> WRITE`` on the old primary: no write is
+       acknowledged from now on (writers wait), and the pause ends by itself
+       if this hook dies;
+    2. read its ``master_repl_offset``, and check it lists the target as a
+       replica;
+    3. wait until this unit's ``slave_repl_offset`` reaches that offset: it
+       has every write the old primary acknowledged;
+    4. ``REPLICAOF <target>`` on the old primary: it demotes itself first, so
+       that at no moment do two servers accept writes (if this hook dies
+       now, there is no primary until the hook is retried, never two);
+    5. ``REPLICAOF NO ONE`` here: the new primary accepts writes;
+    6. ``CLIENT UNPAUSE``: the waiting writes reach a replica and are
+       refused (``-READONLY``), so clients retry on the new primary.
+
+    Any failure before step 4 unpauses the old primary and changes nothing.
+    """
+    import valkey.exceptions  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout_ms / 1000 * 0.8  # well inside the pause
+    try:
+        old.execute_command('CLIENT', 'PAUSE', timeout_ms, 'WRITE')
+    except valkey.exceptions.ResponseError as e:
+        return 'refused', f'CLIENT PAUSE refused: {e}'
+    try:
+        replication = _info(old.execute_command('INFO', 'replication'))
+        if replication.get('role') != 'master':
+            return 'refused', 'the old primary is not a primary any more'
+        entries = [
+            typing.cast('dict[str, object]', value)
+            for key, value in replication.items()
+            if key.startswith('slave') and isinstance(value, dict)
+        ]
+        if not any(
+            str(e.get('ip')) == target[0] and str(e.get('port')) == str(target[1]) for e in entries
+        ):
+            return 'refused', f'{target[0]}:{target[1]} is not a replica of the old primary'
+        offset = int(str(replication['master_repl_offset']))
+        while True:
+            mine_now = _info(mine.execute_command('INFO', 'replication'))
+            if int(str(mine_now.get('slave_repl_offset', -1))) >= offset:
+                break
+            if time.monotonic() > deadline:
+                return 'timed-out', f'this unit did not catch up within {timeout_ms} ms'
+            time.sleep(0.0005)
+        old.execute_command('REPLICAOF', target[0], target[1])
+    except valkey.exceptions.ResponseError as e:
+        return 'refused', f'the old primary refused: {e}'
+    finally:
+        if not _is_replica(old):
+            with contextlib.suppress(valkey.exceptions.ValkeyError):
+                old.execute_command('CLIENT', 'UNPAUSE')
+    try:
+        mine.execute_command('REPLICAOF', 'NO', 'ONE')
+    except valkey.exceptions.ResponseError as e:
+        # Undo step 4: the old primary stays the primary, as if nothing happened.
+        with contextlib.suppress(valkey.exceptions.ValkeyError):
+            old.execute_command('REPLICAOF', 'NO', 'ONE')
+        return 'refused', f'this unit refused REPLICAOF NO ONE: {e}; rolled back'
+    finally:
+        with contextlib.suppress(valkey.exceptions.ValkeyError):
+            old.execute_command('CLIENT', 'UNPAUSE')
+    return 'switched', ''
+
+
+def _is_replica(client: _Client) -> bool:
+    import valkey.exceptions  # noqa: PLC0415
+
+    try:
+        return _info(client.execute_command('INFO', 'replication')).get('role') == 'slave'
+    except valkey.exceptions.ValkeyError:
+        return False  # unknown: treat it as not demoted, and unpause it
 
 
 # ------------------------------------------------------------------ helpers

@@ -387,7 +387,10 @@ class Writer(threading.Thread):
         self.join(timeout=10)
 
 
-def test_switchover_between_live_units_loses_no_acknowledged_write(cluster: Cluster) -> None:
+@pytest.mark.parametrize('method', ['failover', 'pause'])
+def test_switchover_between_live_units_loses_no_acknowledged_write(
+    cluster: Cluster, method: live.HandoverMethod
+) -> None:
     old, new, other = cluster.units
     before = [unit.identity() for unit in cluster.units]
     writer = Writer(old.server.port)
@@ -399,6 +402,7 @@ def test_switchover_between_live_units_loses_no_acknowledged_write(cluster: Clus
         target=cluster.resolve(unit_dns_name(1)),
         password=PASSWORD,
         local=new.address,
+        method=method,
     )
     assert result.status == 'switched', result
     writer.endpoint = new.server.port  # the new leader re-points <app>-primary
@@ -447,16 +451,21 @@ def test_old_primary_unreachable_is_reported_within_the_bound(cluster: Cluster) 
     assert new.replication()['role'] == 'slave'  # nothing changed: the caller promotes
 
 
-def test_failover_refused_leaves_both_servers_as_they_were(cluster: Cluster) -> None:
+@pytest.mark.parametrize('method', ['failover', 'pause'])
+def test_failover_refused_leaves_both_servers_as_they_were(
+    cluster: Cluster, method: live.HandoverMethod
+) -> None:
     old, new, _ = cluster.units
     result = live.hand_over(
         old_primary=old.address,
         target=(HOST, free_port()),  # not a replica the old primary knows
         password=PASSWORD,
         local=new.address,
+        method=method,
     )
     assert result.status == 'refused'
     assert 'not a replica' in result.reason
+    assert info(old.server.port, PASSWORD, 'clients')['paused_actions'] == 'none'
     assert old.replication()['master_failover_state'] == 'no-failover'
     command(old.server.port, PASSWORD, 'SET', 'still', 'writable')
     assert new.replication()['role'] == 'slave'
