@@ -47,6 +47,9 @@ How the charm calls it, in its one reconcile path:
   databag still names another unit as the leader and this unit's server is a
   replica: check ``is_leader()`` again, then ``hand_over(old_primary=(old
   leader's stable DNS name, 6379), target=(own stable DNS name, 6379), ...)``.
+  ``method='pause'`` meets issue 10's targets (a 3-9 ms handover, writes
+  stopped 11-18 ms); ``'failover'`` (Valkey's own ``FAILOVER``) waits up to a
+  second for the replica's periodic ACK (docs/benchmark.md).
   ``switched`` or ``already-primary``: go on (``apply_live`` then finds the
   role right). Anything else (``unreachable`` within about a second when the
   old pod is gone, ``refused``, ``timed-out``, ``auth-refused``): log the
