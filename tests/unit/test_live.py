@@ -352,3 +352,54 @@ def test_fake_handover_outcomes(servers: Servers) -> None:
 
     mine.password = 'changed'
     assert live.hand_over(old_primary=OLD, target=target, password='pw').status == 'refused'
+
+
+def test_fake_pause_handover_demotes_first_then_promotes_then_unpauses(servers: Servers) -> None:
+    target = ('me.name', 6379)
+    mine = servers[live.LOCAL] = FakeServer(settings())
+    mine.replication |= {'slave_repl_offset': 100}
+    old = servers[OLD] = FakeServer(settings(primary=None), role='master')
+    old.replication |= {
+        'master_repl_offset': 100,
+        'slave0': {'ip': 'me.name', 'port': 6379, 'state': 'online'},
+    }
+    result = live.hand_over(old_primary=OLD, target=target, password='pw', method='pause')
+    assert result.status == 'switched', result
+    assert [args for args in old.sent if args[0] != 'INFO'] == [
+        ('CLIENT', 'PAUSE', 5000, 'WRITE'),
+        ('REPLICAOF', 'me.name', 6379),
+        ('CLIENT', 'UNPAUSE'),
+    ]
+    assert mine.sent[-1] == ('REPLICAOF', 'NO', 'ONE')
+
+
+def test_fake_pause_handover_refusals_unpause_and_change_nothing(servers: Servers) -> None:
+    mine = servers[live.LOCAL] = FakeServer(settings())
+    mine.replication |= {'slave_repl_offset': 50}
+    old = servers[OLD] = FakeServer(settings(primary=None), role='master')
+    old.replication |= {'master_repl_offset': 100, 'slave0': {'ip': 'other', 'port': 6379}}
+
+    def hand_over(timeout_ms: int = 5000) -> live.HandoverResult:
+        return live.hand_over(
+            old_primary=OLD,
+            target=('me.name', 6379),
+            password='pw',
+            method='pause',
+            timeout_ms=timeout_ms,
+        )
+
+    assert 'not a replica' in hand_over().reason
+    old.replication['slave0'] = {'ip': 'me.name', 'port': 6379}
+    late = hand_over(timeout_ms=50)  # this unit stays 50 bytes behind
+    assert (late.status, late.reason) == ('timed-out', 'this unit did not catch up within 50 ms')
+    old.refuse['CLIENT'] = 'ERR no permission'
+    assert hand_over().reason == 'CLIENT PAUSE refused: ERR no permission'
+    del old.refuse['CLIENT']
+    mine.replication['slave_repl_offset'] = 100
+    mine.refuse['REPLICAOF'] = 'ERR refused'
+    rolled_back = hand_over()
+    assert rolled_back.reason.endswith('rolled back')
+    assert old.replication['role'] == 'master'
+    assert old.sent[-1] == ('CLIENT', 'UNPAUSE')
+    old.replication = {'role': 'slave'}
+    assert hand_over().reason == 'the old primary is not a primary any more'
