@@ -91,6 +91,15 @@ class ValkeySettings:
     maxmemory_policy: str
     users: tuple[AclUser, ...] = ()
     """The client relations' users; the ``default`` user keeps ``password``."""
+    announce_host: str | None = None
+    """This unit's own stable DNS name, announced to its primary (``replica-announce-ip``).
+
+    A primary lists each replica in ``INFO replication`` by the address the
+    replica announces; without it, by the pod IP the connection came from.
+    ``FAILOVER TO <host> <port>`` finds its target in that list, so a new
+    leader can name itself there only if it announced the name it knows
+    itself by. ``None`` leaves the line out (Valkey then lists the pod IP).
+    """
 
 
 def valkey_quote(value: str) -> str:
@@ -111,6 +120,66 @@ def valkey_quote(value: str) -> str:
         else:
             out.append(f'\\x{byte:02x}')
     return '"' + ''.join(out) + '"'
+
+
+_QUOTED_ESCAPES: Final = {'n': '\n', 'r': '\r', 't': '\t', 'b': '\b', 'a': '\a'}
+_HEX_DIGITS: Final = frozenset('0123456789abcdefABCDEF')
+
+
+def valkey_unquote(quoted: str) -> str | None:
+    r"""The value ``valkey_quote`` wrote: the inverse of :func:`valkey_quote`.
+
+    Reads one double-quoted argument as Valkey does (``\"``, ``\\``, ``\xHH``,
+    and ``\n \r \t \b \a``), nothing after the closing quote. Returns ``None``
+    for anything else (unquoted, unterminated, trailing text, bytes that are
+    not UTF-8), so that a caller can tell "no usable value" apart.
+    """
+    if len(quoted) < 2 or quoted[0] != '"' or quoted[-1] != '"':
+        return None
+    out = bytearray()
+    body = quoted[1:-1]
+    index = 0
+    while index < len(body):
+        char = body[index]
+        if char == '"':
+            return None  # an unescaped quote ends the argument before the end
+        if char != '\\':
+            out += char.encode()
+            index += 1
+            continue
+        escaped = body[index + 1 : index + 2]
+        hex_digits = body[index + 2 : index + 4]
+        if escaped == 'x' and len(hex_digits) == 2 and set(hex_digits) <= _HEX_DIGITS:
+            out.append(int(hex_digits, 16))
+            index += 4
+        elif escaped in _QUOTED_ESCAPES:
+            out += _QUOTED_ESCAPES[escaped].encode()
+            index += 2
+        elif escaped:
+            out += escaped.encode()
+            index += 2
+        else:
+            return None  # a lone backslash before the closing quote
+    try:
+        return out.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def requirepass_from_config(text: str) -> str | None:
+    """The password a rendered ``valkey.conf`` requires, or ``None`` if it has none.
+
+    The charm passes it to ``live.apply_live`` as the password the running
+    server may still have: after a rotation, the file on disk (and the server
+    started from it) holds the previous password until this hook replaces it.
+    Reads the last ``requirepass`` line, as Valkey does when a directive repeats.
+    """
+    found: str | None = None
+    for line in text.splitlines():
+        name, _, value = line.strip().partition(' ')
+        if name.lower() == 'requirepass':
+            found = valkey_unquote(value.strip())
+    return found
 
 
 def render_config(settings: ValkeySettings, templates_dir: Path) -> str:
@@ -143,6 +212,7 @@ def render_config(settings: ValkeySettings, templates_dir: Path) -> str:
         maxmemory=settings.maxmemory or '0',
         maxmemory_policy=settings.maxmemory_policy,
         users=settings.users,
+        announce_host=settings.announce_host,
     )
 
 

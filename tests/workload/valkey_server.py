@@ -14,7 +14,10 @@ arguments on the command line override directives in the file:
   and ``bind * -::*``; tests listen on the loopback address only;
 * ``--dir <a temporary directory>``: the file says ``dir /var/lib/valkey``;
 * ``--replicaof 127.0.0.1 <port>``: stands in for the leader's DNS name in a
-  follower's ``replicaof`` line, which only resolves inside Kubernetes.
+  follower's ``replicaof`` line, which only resolves inside Kubernetes;
+* ``--replica-announce-ip 127.0.0.1``: stands in for the unit's own DNS name
+  in its ``replica-announce-ip`` line, for the same reason (a primary that
+  hands over with ``FAILOVER TO`` connects to the name its replica announced).
 
 Nothing else from the file is changed: the password, log level, memory
 settings, persistence and replica settings are exactly what the charm wrote.
@@ -178,6 +181,7 @@ class ValkeyServer:
         """The command line: the charm's file, then network and directory overrides only."""
         args = [*launcher(), str(binary()), str(self.config_file)]
         args += ['--port', str(self.port), '--bind', HOST, '--dir', str(self.data_dir)]
+        args += ['--replica-announce-ip', HOST]
         if self.replicaof is not None:
             args += ['--replicaof', HOST, str(self.replicaof)]
         return args

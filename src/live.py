@@ -1,0 +1,566 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""Apply a unit's settings to its running Valkey, live, and hand the primary over.
+
+No Juju here: the charm decides *what* a unit should be (a
+``workload.ValkeySettings``, the same value it renders the file from) and
+calls this module to bring the running server there without a restart.
+Every function returns a result that says what it did, or why it could not;
+nothing raises for a server that is down, slow, refusing the password or
+refusing a command. A caller that gets a result with ``restart_needed`` falls
+back to what the charm did before: restart the service on the file it just
+pushed, and log ``result.reason`` (which never holds a password).
+
+The channel is TCP to the pod's loopback address. The charm container and the
+workload container are containers of one pod, and "every container in a Pod
+shares the network namespace, including the IP address and network ports.
+Inside a Pod (and only then), the containers that belong to the Pod can
+communicate with one another using localhost"
+(https://kubernetes.io/docs/concepts/workloads/pods/#pod-networking). So the
+charm reaches Valkey on ``127.0.0.1:6379`` with the maintained client
+``valkey`` (valkey-py), and the password travels only inside the AUTH command,
+never in a process's arguments or environment (which ``pebble exec
+valkey-cli -a ...`` would need). Addresses are parameters, so that tests can
+run each unit's server on its own loopback port.
+
+The ``valkey`` package is imported inside the functions: most hooks never
+call this module, and Juju starts a new Python process for every hook.
+
+How the charm calls it, in its one reconcile path:
+
+* Every unit, every event, after rendering: read the password in the file it
+  is about to replace (``workload.requirepass_from_config``), push the new
+  file, then, if the push changed the file and the service need not start
+  anyway (it is running, the Pebble plan is not new),
+  ``apply_live(settings, passwords=[new, previous])``. On
+  ``restart_needed``, log ``reason`` and restart, as before. Only when the
+  file changed: a server started from the file already runs it, and
+  importing ``valkey`` costs a hook about 70 ms (a process importing ops and
+  valkey: 240 ms, ops alone: 168 ms, on the machine of docs/benchmark.md),
+  which every ``update-status`` would otherwise pay. This one call
+  covers ``config-changed`` (options), ``rotate-password`` and
+  ``secret-changed`` (the password: the leader in its own hook, the others
+  on ``valkey-peers-relation-changed``), and a follower following a new
+  leader (``REPLICAOF``).
+* ``leader-elected`` on the new leader, before that call, if the peer
+  databag still names another unit as the leader and this unit's server is a
+  replica: check ``is_leader()`` again, then ``hand_over(old_primary=(old
+  leader's stable DNS name, 6379), target=(own stable DNS name, 6379), ...)``.
+  ``method='pause'`` meets issue 10's targets (a 3-9 ms handover, writes
+  stopped 11-18 ms); ``'failover'`` (Valkey's own ``FAILOVER``) waits up to a
+  second for the replica's periodic ACK (docs/benchmark.md).
+  ``switched`` or ``already-primary``: go on (``apply_live`` then finds the
+  role right). Anything else (``unreachable`` within about a second when the
+  old pod is gone, ``refused``, ``timed-out``, ``auth-refused``): log the
+  reason and go on: ``apply_live`` promotes with ``REPLICAOF NO ONE``. Keep
+  ``timeout_ms`` well inside the 30 s for which leadership is guaranteed.
+* The demoted unit's own hook later: its file says replica; after a
+  handover its server already follows the new primary (``unchanged``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hmac
+import time
+import typing
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from typing import Final, Literal, Protocol
+
+import workload
+from charm_config import maxmemory_bytes
+
+Address = tuple[str, int]
+"""``(host, port)`` of a Valkey server as this process reaches it."""
+Resolve = Callable[[str], Address]
+"""Maps a unit's stable DNS name to the ``(host, port)`` Valkey should use for it."""
+
+LOCAL: Final[Address] = ('127.0.0.1', workload.PORT)
+"""This unit's Valkey, seen from the charm container: the pod's loopback address."""
+TIMEOUT: Final = 2.0
+"""Seconds to wait for the local server to connect or answer."""
+PEER_CONNECT_TIMEOUT: Final = 1.0
+"""Seconds to wait for another unit's server (the old primary) before giving up on it."""
+
+LIVE_OPTIONS: Final = (
+    # masterauth before requirepass: see apply_live's docstring. CONFIG SET with
+    # several pairs applies them all or none, but the order is the one to read.
+    'masterauth',
+    'requirepass',
+    'loglevel',
+    'maxmemory',
+    'maxmemory-policy',
+    'replica-announce-ip',
+)
+"""The settings of the file that Valkey can change at run time, all applied live."""
+_SECRET_OPTIONS: Final = frozenset({'masterauth', 'requirepass'})
+
+LiveStatus = Literal['unchanged', 'applied', 'not-running', 'auth-refused', 'refused']
+HandoverMethod = Literal['failover', 'pause']
+HandoverStatus = Literal[
+    'switched', 'already-primary', 'unreachable', 'auth-refused', 'refused', 'timed-out'
+]
+
+
+def same_host(host: str) -> Address:
+    """The production mapping: a stable DNS name is used as is, on Valkey's port."""
+    return (host, workload.PORT)
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveResult:
+    """What ``apply_live`` did to the running server."""
+
+    status: LiveStatus
+    """``unchanged``/``applied``: the server now runs the desired settings.
+    Anything else: it could not be done live (see ``reason``); restart instead."""
+    changes: tuple[str, ...] = ()
+    """The settings changed, by Valkey's name (and ``role``), in the order applied."""
+    reason: str = ''
+    """Why a live apply was impossible; never holds a password."""
+
+    @property
+    def restart_needed(self) -> bool:
+        """Whether the caller must restart the server to get the desired settings."""
+        return self.status not in ('unchanged', 'applied')
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The commands that bring a server from what it runs to what is desired."""
+
+    config: dict[str, str] = dataclasses.field(repr=False)
+    """``CONFIG SET`` pairs, in ``LIVE_OPTIONS`` order (the password among them: not in repr)."""
+    role: tuple[str, ...] | None
+    """``('NO', 'ONE')`` or ``(host, port)`` for ``REPLICAOF``, or ``None``: no role change."""
+    reannounce: bool
+    """Drop the link to the primary once, so that the replica announces its new name."""
+
+    @property
+    def changes(self) -> tuple[str, ...]:
+        """The names of what the plan changes, in the order it does it."""
+        role = ('role',) if self.role is not None else ()
+        return (*self.config, *role)
+
+
+def desired_options(settings: workload.ValkeySettings, resolve: Resolve) -> dict[str, str]:
+    """What ``CONFIG GET`` answers on a server started from the file of ``settings``."""
+    announce = resolve(settings.announce_host)[0] if settings.announce_host else ''
+    return {
+        'masterauth': settings.password,
+        'requirepass': settings.password,
+        'loglevel': settings.log_level,
+        # CONFIG GET answers maxmemory in bytes; the file may say "100mb".
+        'maxmemory': str(maxmemory_bytes(settings.maxmemory or '0')),
+        'maxmemory-policy': settings.maxmemory_policy,
+        'replica-announce-ip': announce,
+    }
+
+
+def plan(
+    settings: workload.ValkeySettings,
+    current: Mapping[str, str],
+    replication: Mapping[str, object],
+    resolve: Resolve = same_host,
+) -> Plan:
+    """Only the differences between the running server and ``settings``.
+
+    Args:
+        settings: what the unit's file says.
+        current: ``CONFIG GET`` of ``LIVE_OPTIONS`` on the running server.
+        replication: its ``INFO replication``.
+        resolve: maps the primary's stable DNS name to the address to replicate from.
+    """
+    wanted = desired_options(settings, resolve)
+    config = {
+        name: wanted[name]
+        for name in LIVE_OPTIONS
+        if not hmac.compare_digest(current.get(name, '').encode(), wanted[name].encode())
+    }
+    role: tuple[str, ...] | None = None
+    is_primary = replication.get('role') == 'master'
+    if settings.primary_address is None:
+        if not is_primary:
+            role = ('NO', 'ONE')
+    else:
+        host, port = resolve(settings.primary_address)
+        following = (
+            not is_primary
+            and str(replication.get('master_host')) == host
+            and str(replication.get('master_port')) == str(port)
+        )
+        if not following:
+            role = (host, str(port))
+    # A connected replica told its primary its old name; it tells the new one
+    # only when it connects again. A new REPLICAOF connects anyway.
+    reannounce = 'replica-announce-ip' in config and role is None and not is_primary
+    return Plan(config=config, role=role, reannounce=reannounce)
+
+
+def apply_live(
+    settings: workload.ValkeySettings,
+    *,
+    passwords: Sequence[str],
+    address: Address = LOCAL,
+    resolve: Resolve = same_host,
+    timeout: float = TIMEOUT,
+) -> LiveResult:
+    """Bring the running server at ``address`` to ``settings``, without a restart.
+
+    Connects with the first of ``passwords`` the server accepts: pass the
+    desired password first, then the one in the file the server was last
+    started from or set to (``workload.requirepass_from_config`` of the file
+    before this hook pushed the new one). Reads ``CONFIG GET`` and ``INFO
+    replication`` in one round trip; if they match, that is all it does
+    (``unchanged``). Otherwise it sends, in one pipeline, one ``CONFIG SET``
+    of every differing option, then ``REPLICAOF`` if the role or the primary
+    differs.
+
+    The password change, and why replication never needs a restart for it:
+
+    * Valkey checks a password when a connection authenticates, not after: a
+      ``CONFIG SET requirepass`` leaves every open connection authenticated,
+      the replicas' replication links included. So a primary that rotates
+      keeps streaming to replicas that still hold the old password.
+    * The leader rotates first (it writes the new secret revision, in the
+      same hook applies it to its own server), the replicas after, when
+      ``relation-changed`` tells them. This is the only order Juju allows
+      (followers cannot know a password before the leader publishes it), and
+      the right one: a replica's ``masterauth`` must be what its primary
+      *has*, and from the leader's hook on, the primary has the new one.
+    * Each unit sets ``masterauth`` and ``requirepass`` in one ``CONFIG SET``
+      (all or nothing). ``masterauth`` is on the primary too, so that a
+      demoted leader can authenticate to its successor.
+    * The one window: if a replica's link drops after the primary rotated and
+      before the replica's own hook, the replica's reconnections are refused
+      until that hook sets the new ``masterauth``; then it resumes with a
+      partial resync (its data and replication offset were kept). Nothing is
+      restarted and no acknowledged write is lost.
+    * A role change that needs a new password (a follower of a new leader
+      after a rotation) sets ``masterauth`` before ``REPLICAOF``, in the same
+      pipeline, so the first connection to the new primary authenticates.
+
+    Returns:
+        ``unchanged`` or ``applied`` (with the settings changed), or why it
+        could not be done live: ``not-running`` (nothing answers at
+        ``address``), ``auth-refused`` (no password was accepted),
+        ``refused`` (the server refused a command, or stopped answering).
+    """
+    import valkey.exceptions  # noqa: PLC0415 - lazy: see the module docstring
+
+    try:
+        with _authenticated(address, passwords, timeout) as connected:
+            if isinstance(connected, LiveResult):
+                return connected
+            pipe = connected.pipeline(transaction=False)
+            pipe.execute_command('CONFIG', 'GET', *LIVE_OPTIONS)
+            pipe.execute_command('INFO', 'replication')
+            config_reply, info_reply = pipe.execute()
+            todo = plan(settings, _pairs(config_reply), _info(info_reply), resolve)
+            if not todo.changes:
+                return LiveResult('unchanged')
+            return _execute(connected, todo, passwords)
+    except valkey.exceptions.ResponseError as e:
+        reason = f'reading the settings refused: {_scrub(str(e), passwords)}'
+        return LiveResult('refused', reason=reason)
+    except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
+        return LiveResult('refused', reason=f'the server stopped answering ({type(e).__name__})')
+
+
+def _execute(client: _Client, todo: Plan, passwords: Sequence[str]) -> LiveResult:
+    pipe = client.pipeline(transaction=False)
+    if todo.config:
+        pipe.execute_command('CONFIG', 'SET', *(x for pair in todo.config.items() for x in pair))
+    if todo.role is not None:
+        pipe.execute_command('REPLICAOF', *todo.role)
+    if todo.reannounce:
+        pipe.execute_command('CLIENT', 'KILL', 'TYPE', 'master')
+    replies = pipe.execute(raise_on_error=False)
+    commands = [
+        *(['CONFIG SET ' + ' '.join(todo.config)] if todo.config else []),
+        *([f'REPLICAOF {" ".join(todo.role)}'] if todo.role is not None else []),
+        *(['CLIENT KILL TYPE master'] if todo.reannounce else []),
+    ]
+    for command, reply in zip(commands, replies, strict=True):
+        # Any error counts: a server still loading its dataset answers
+        # REPLICAOF with LOADING, which valkey-py raises as a ConnectionError.
+        if isinstance(reply, Exception):
+            secret = command.startswith('CONFIG') and bool(_SECRET_OPTIONS & todo.config.keys())
+            # Valkey may quote a refused value back: never the password's.
+            detail = 'a refused value' if secret else _scrub(str(reply), passwords)
+            return LiveResult('refused', reason=f'{command} refused: {detail}')
+    return LiveResult('applied', changes=todo.changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class HandoverResult:
+    """What ``hand_over`` did; the caller promotes directly unless ``switched``."""
+
+    status: HandoverStatus
+    """``switched``: the old primary handed over and this unit is the primary now.
+    ``already-primary``: nothing to do. Anything else: promote with
+    ``REPLICAOF NO ONE`` (``apply_live``), accepting that writes the old primary
+    acknowledged after its last replicated offset are lost."""
+    reason: str = ''
+    """What went wrong, in Valkey's words where it said; never holds a password."""
+    seconds: float = 0.0
+    """From the call until the result was known."""
+
+
+def hand_over(
+    *,
+    old_primary: Address,
+    target: Address,
+    password: str,
+    local: Address = LOCAL,
+    timeout_ms: int = 5000,
+    connect_timeout: float = PEER_CONNECT_TIMEOUT,
+    method: HandoverMethod = 'failover',
+) -> HandoverResult:
+    """Ask the old primary to hand over to this unit: ``FAILOVER TO <target> TIMEOUT <ms>``.
+
+    Valkey's coordinated failover pauses writes on the old primary, waits until
+    the target replica has every byte of the replication stream, demotes the
+    old primary to a replica of the target and promotes the target
+    (https://valkey.io/commands/failover/). No write the old primary
+    acknowledged is lost; writes sent meanwhile wait, then are refused as on
+    any replica (``-READONLY``), so clients retry on the new primary.
+
+    Args:
+        old_primary: where the previous leader's server is reached.
+        target: this unit as the old primary lists it in ``INFO replication``:
+            its announced name (``replica-announce-ip``, the stable DNS name in
+            the file) and port.
+        password: the password both servers require.
+        local: this unit's own server, polled until it reports ``role:master``.
+        timeout_ms: how long the old primary may wait for this unit to catch
+            up before it gives up and stays primary; this call waits that long
+            plus a second at most, then sends ``FAILOVER ABORT``.
+        connect_timeout: how long the old primary has to answer at all; past
+            it the result is ``unreachable`` and the caller promotes directly.
+        method: ``failover`` (Valkey's ``FAILOVER``), or ``pause``: the same
+            steps done from here, which does not wait for the target's
+            once-a-second ``REPLCONF ACK`` (see ``_pause_and_swap``).
+    """
+    import valkey.exceptions  # noqa: PLC0415
+
+    start = time.monotonic()
+
+    def done(status: HandoverStatus, reason: str = '') -> HandoverResult:
+        return HandoverResult(status, _scrub(reason, [password]), time.monotonic() - start)
+
+    try:
+        with _authenticated(local, [password], TIMEOUT) as mine:
+            if isinstance(mine, LiveResult):
+                return done('refused', f"this unit's server: {mine.reason}")
+            if _info(mine.execute_command('INFO', 'replication')).get('role') == 'master':
+                return done('already-primary')
+            with _authenticated(old_primary, [password], connect_timeout) as old:
+                if isinstance(old, LiveResult):
+                    if old.status == 'auth-refused':
+                        return done('auth-refused', 'the old primary refused the password')
+                    return done('unreachable', f'the old primary did not answer ({old.reason})')
+                if method == 'pause':
+                    status, reason = _pause_and_swap(old, mine, target, timeout_ms)
+                    return done(status, reason)
+                try:
+                    old.execute_command(
+                        'FAILOVER', 'TO', target[0], target[1], 'TIMEOUT', timeout_ms
+                    )
+                except valkey.exceptions.ResponseError as e:
+                    return done('refused', f'FAILOVER refused: {e}')
+                deadline = time.monotonic() + timeout_ms / 1000 + 1.0
+                while time.monotonic() < deadline:
+                    role = _info(mine.execute_command('INFO', 'replication')).get('role')
+                    if role == 'master':
+                        return done('switched')
+                    time.sleep(0.002)
+                # Already over if the old primary gave up by itself.
+                with contextlib.suppress(valkey.exceptions.ValkeyError):
+                    old.execute_command('FAILOVER', 'ABORT')
+                return done('timed-out', f'no switch within {timeout_ms} ms; aborted')
+    except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
+        return done('unreachable', f'a server stopped answering ({type(e).__name__})')
+
+
+def _pause_and_swap(
+    old: _Client, mine: _Client, target: Address, timeout_ms: int
+) -> tuple[HandoverStatus, str]:
+    """``FAILOVER``'s steps, driven from the new leader, without waiting for an ACK.
+
+    Valkey's ``FAILOVER`` switches when the target's *acknowledged* offset
+    reaches the primary's, and a replica acknowledges once a second on its
+    own; so it takes up to a second (docs/benchmark.md). Here the target's
+    offset is read from the target itself:
+
+    1. ``CLIENT PAUSE <timeout_ms> WRITE`` on the old primary: no write is
+       acknowledged from now on (writers wait), and the pause ends by itself
+       if this hook dies;
+    2. read its ``master_repl_offset``, and check it lists the target as a
+       replica;
+    3. wait until this unit's ``slave_repl_offset`` reaches that offset: it
+       has every write the old primary acknowledged;
+    4. ``REPLICAOF <target>`` on the old primary: it demotes itself first, so
+       that at no moment do two servers accept writes (if this hook dies
+       now, there is no primary until the hook is retried, never two);
+    5. ``REPLICAOF NO ONE`` here: the new primary accepts writes;
+    6. ``CLIENT UNPAUSE``: the waiting writes reach a replica and are
+       refused (``-READONLY``), so clients retry on the new primary.
+
+    Any failure before step 4 unpauses the old primary and changes nothing.
+    """
+    import valkey.exceptions  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout_ms / 1000 * 0.8  # well inside the pause
+    try:
+        old.execute_command('CLIENT', 'PAUSE', timeout_ms, 'WRITE')
+    except valkey.exceptions.ResponseError as e:
+        return 'refused', f'CLIENT PAUSE refused: {e}'
+    try:
+        replication = _info(old.execute_command('INFO', 'replication'))
+        if replication.get('role') != 'master':
+            return 'refused', 'the old primary is not a primary any more'
+        entries = [
+            typing.cast('dict[str, object]', value)
+            for key, value in replication.items()
+            if key.startswith('slave') and isinstance(value, dict)
+        ]
+        if not any(
+            str(e.get('ip')) == target[0] and str(e.get('port')) == str(target[1]) for e in entries
+        ):
+            return 'refused', f'{target[0]}:{target[1]} is not a replica of the old primary'
+        offset = int(str(replication['master_repl_offset']))
+        while True:
+            mine_now = _info(mine.execute_command('INFO', 'replication'))
+            if int(str(mine_now.get('slave_repl_offset', -1))) >= offset:
+                break
+            if time.monotonic() > deadline:
+                return 'timed-out', f'this unit did not catch up within {timeout_ms} ms'
+            time.sleep(0.0005)
+        old.execute_command('REPLICAOF', target[0], target[1])
+    except valkey.exceptions.ResponseError as e:
+        return 'refused', f'the old primary refused: {e}'
+    finally:
+        if not _is_replica(old):
+            with contextlib.suppress(valkey.exceptions.ValkeyError):
+                old.execute_command('CLIENT', 'UNPAUSE')
+    try:
+        mine.execute_command('REPLICAOF', 'NO', 'ONE')
+    except valkey.exceptions.ResponseError as e:
+        # Undo step 4: the old primary stays the primary, as if nothing happened.
+        with contextlib.suppress(valkey.exceptions.ValkeyError):
+            old.execute_command('REPLICAOF', 'NO', 'ONE')
+        return 'refused', f'this unit refused REPLICAOF NO ONE: {e}; rolled back'
+    finally:
+        with contextlib.suppress(valkey.exceptions.ValkeyError):
+            old.execute_command('CLIENT', 'UNPAUSE')
+    return 'switched', ''
+
+
+def _is_replica(client: _Client) -> bool:
+    import valkey.exceptions  # noqa: PLC0415
+
+    try:
+        return _info(client.execute_command('INFO', 'replication')).get('role') == 'slave'
+    except valkey.exceptions.ValkeyError:
+        return False  # unknown: treat it as not demoted, and unpause it
+
+
+# ------------------------------------------------------------------ helpers
+
+
+class _Commands(Protocol):
+    """The part of ``valkey.Valkey`` (and of its pipeline) this module uses, typed."""
+
+    def execute_command(self, *args: str | int) -> object: ...
+
+
+class _Pipeline(_Commands, Protocol):
+    def execute(self, raise_on_error: bool = True) -> list[object]: ...
+
+
+class _Client(_Commands, Protocol):
+    def pipeline(self, transaction: bool = True) -> _Pipeline: ...
+
+    def close(self) -> None: ...
+
+
+@contextlib.contextmanager
+def _authenticated(
+    address: Address, passwords: Sequence[str], timeout: float
+) -> Generator[_Client | LiveResult, None, None]:
+    """A connection to ``address`` authenticated with the first accepted password.
+
+    Yields the client, or a ``LiveResult`` saying why there is none
+    (``not-running``, ``auth-refused``); closes the client on exit.
+    """
+    import valkey.exceptions  # noqa: PLC0415
+
+    for password in dict.fromkeys(passwords):
+        try:
+            # Connects and sends AUTH now (one connection, nothing else: no
+            # PING), so that a refused password is told apart here.
+            client = _client(address, password, timeout)
+        except valkey.exceptions.AuthenticationError:
+            continue
+        except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
+            yield LiveResult('not-running', reason=_connection_reason(address, e))
+            return
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    yield LiveResult('auth-refused', reason='the server refused every password it was given')
+
+
+def _client(address: Address, password: str, timeout: float) -> _Client:
+    import valkey  # noqa: PLC0415
+    from valkey.backoff import NoBackoff  # noqa: PLC0415
+    from valkey.retry import Retry  # noqa: PLC0415
+
+    host, port = address
+    # No CLIENT SETINFO after AUTH: two round trips fewer per connection
+    # (valkey-py accepts None here; its annotations say str).
+    no_setinfo: dict[str, typing.Any] = {'lib_name': None, 'lib_version': None}
+    client = valkey.Valkey(
+        host=host,
+        port=port,
+        password=password,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        decode_responses=True,
+        # One connection, made here, and one attempt: a refused password or a
+        # dead server is an answer, not something to retry behind the caller.
+        single_connection_client=True,
+        retry=Retry(NoBackoff(), 0),
+        **no_setinfo,
+    )
+    return typing.cast('_Client', client)
+
+
+def _connection_reason(address: Address, error: Exception) -> str:
+    kind = 'timed out' if 'timeout' in type(error).__name__.lower() else 'refused'
+    return f'no answer from {address[0]}:{address[1]} (connection {kind})'
+
+
+def _pairs(reply: object) -> dict[str, str]:
+    """``CONFIG GET``'s flat list (RESP2) as a dict."""
+    if isinstance(reply, dict):
+        items = typing.cast('dict[object, object]', reply)
+        return {str(k): str(v) for k, v in items.items()}
+    flat = [str(x) for x in typing.cast('list[object]', reply)]
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _info(reply: object) -> dict[str, object]:
+    return {str(k): v for k, v in typing.cast('dict[object, object]', reply).items()}
+
+
+def _scrub(text: str, passwords: Iterator[str] | Sequence[str]) -> str:
+    for password in passwords:
+        if password:
+            text = text.replace(password, '***')
+    return text

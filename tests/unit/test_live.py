@@ -1,0 +1,407 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""The pure parts of the live channel: what differs, and the password in the file.
+
+Against real servers: tests/workload/test_live.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import hypothesis
+import pytest
+import valkey.exceptions
+from hypothesis import strategies as st
+
+import live
+import workload
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PRIMARY_NAME = 'valkey-leader-k8s-0.valkey-leader-k8s-endpoints.demo.svc.cluster.local'
+OWN_NAME = 'valkey-leader-k8s-1.valkey-leader-k8s-endpoints.demo.svc.cluster.local'
+
+
+def settings(primary: str | None = PRIMARY_NAME, **values: str) -> workload.ValkeySettings:
+    defaults = workload.ValkeySettings(
+        primary_address=primary,
+        password='pw',
+        log_level='notice',
+        maxmemory='',
+        maxmemory_policy='noeviction',
+        announce_host=OWN_NAME,
+    )
+    return dataclasses.replace(defaults, **values)
+
+
+def running(desired: workload.ValkeySettings) -> dict[str, str]:
+    """CONFIG GET of a server that already runs ``desired``."""
+    return live.desired_options(desired, live.same_host)
+
+
+FOLLOWING = {'role': 'slave', 'master_host': PRIMARY_NAME, 'master_port': 6379}
+PRIMARY = {'role': 'master'}
+
+
+# ------------------------------------------------------------ plan
+
+
+def test_a_server_that_runs_the_file_needs_nothing() -> None:
+    desired = settings()
+    todo = live.plan(desired, running(desired), FOLLOWING)
+    assert todo == live.Plan(config={}, role=None, reannounce=False)
+    assert todo.changes == ()
+
+
+def test_only_the_differing_options_are_set() -> None:
+    current = running(settings())
+    todo = live.plan(settings(log_level='debug', maxmemory='1gb'), current, FOLLOWING)
+    assert todo.config == {'loglevel': 'debug', 'maxmemory': str(1024**3)}
+    assert todo.changes == ('loglevel', 'maxmemory')
+
+
+def test_maxmemory_is_compared_in_bytes_as_config_get_answers() -> None:
+    current = {**running(settings()), 'maxmemory': str(100 * 1024**2)}
+    assert live.plan(settings(maxmemory='100mb'), current, FOLLOWING).changes == ()
+    current['maxmemory'] = '0'
+    assert live.plan(settings(maxmemory=''), current, FOLLOWING).changes == ()
+
+
+def test_a_new_password_sets_masterauth_before_requirepass() -> None:
+    current = running(settings())
+    todo = live.plan(settings(password='new-secret'), current, FOLLOWING)
+    assert list(todo.config.items()) == [
+        ('masterauth', 'new-secret'),
+        ('requirepass', 'new-secret'),
+    ]
+    assert 'new-secret' not in repr(todo)
+
+
+def test_a_new_leader_is_promoted_and_a_follower_follows() -> None:
+    current = running(settings())
+    assert live.plan(settings(primary=None), current, FOLLOWING).role == ('NO', 'ONE')
+    assert live.plan(settings(primary=None), current, PRIMARY).role is None
+    elsewhere = {**FOLLOWING, 'master_host': 'another.unit'}
+    assert live.plan(settings(), current, elsewhere).role == (PRIMARY_NAME, '6379')
+    assert live.plan(settings(), current, PRIMARY).role == (PRIMARY_NAME, '6379')
+
+
+def test_the_primary_is_reached_through_resolve() -> None:
+    def resolve(host: str) -> live.Address:
+        return ('127.0.0.1', 40001) if host == PRIMARY_NAME else ('127.0.0.1', 40002)
+
+    desired = settings()
+    current = live.desired_options(desired, resolve)
+    assert current['replica-announce-ip'] == '127.0.0.1'
+    follows = {'role': 'slave', 'master_host': '127.0.0.1', 'master_port': 40001}
+    assert live.plan(desired, current, follows, resolve).changes == ()
+    assert live.plan(desired, current, FOLLOWING, resolve).role == ('127.0.0.1', '40001')
+
+
+def test_a_connected_replica_that_announces_a_new_name_reconnects_once() -> None:
+    current = {**running(settings()), 'replica-announce-ip': ''}
+    todo = live.plan(settings(), current, FOLLOWING)
+    assert todo.config == {'replica-announce-ip': OWN_NAME}
+    assert todo.reannounce
+    # A primary has no link to drop; a new REPLICAOF connects anyway.
+    assert not live.plan(settings(primary=None), current, PRIMARY).reannounce
+    assert not live.plan(settings(), current, PRIMARY).reannounce
+
+
+def test_only_failures_need_a_restart() -> None:
+    assert not live.LiveResult('unchanged').restart_needed
+    assert not live.LiveResult('applied', changes=('role',)).restart_needed
+    for status in ('not-running', 'auth-refused', 'refused'):
+        assert live.LiveResult(status).restart_needed  # type: ignore[arg-type]
+
+
+def test_importing_live_does_not_import_the_client() -> None:
+    """Juju starts a process per hook: the client is imported only when used."""
+    probe = 'import sys, live; print("valkey" in sys.modules)'
+    result = subprocess.run(
+        [sys.executable, '-c', probe],
+        env={'PYTHONPATH': str(REPO_ROOT / 'src')},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == 'False'
+
+
+# ------------------------------------------------------------ the file's password
+
+
+@hypothesis.given(st.text())
+def test_the_password_read_back_from_the_file_is_the_one_written(password: str) -> None:
+    quoted = workload.valkey_quote(password)
+    assert workload.valkey_unquote(quoted) == password
+    text = workload.render_config(settings(password=password), REPO_ROOT / 'templates')
+    assert workload.requirepass_from_config(text) == password
+
+
+@pytest.mark.parametrize(
+    ('quoted', 'value'),
+    [
+        ('"plain"', 'plain'),
+        (r'"a\"b"', 'a"b'),
+        (r'"back\\slash"', 'back\\slash'),
+        (r'"\x41\x42"', 'AB'),
+        (r'"\n\t"', '\n\t'),
+        (r'"\xZZ"', 'xZZ'),  # not hex: Valkey reads the x as itself
+        ('unquoted', None),
+        ('"unterminated', None),
+        (r'"ends in a backslash\"', None),
+        ('"two" "args"', None),
+        (r'"\xff"', None),  # not UTF-8: not a password this charm wrote
+    ],
+)
+def test_unquote_reads_what_valkey_reads(quoted: str, value: str | None) -> None:
+    assert workload.valkey_unquote(quoted) == value
+
+
+def test_a_file_without_requirepass_has_no_password() -> None:
+    assert workload.requirepass_from_config('port 6379\nloglevel notice\n') is None
+    assert workload.requirepass_from_config('requirepass "a"\nrequirepass "b"\n') == 'b'
+
+
+def test_the_file_announces_the_units_own_name_when_given() -> None:
+    templates = REPO_ROOT / 'templates'
+    text = workload.render_config(settings(), templates)
+    assert f'\nreplica-announce-ip {OWN_NAME}\n' in text
+    without = workload.render_config(settings(announce_host=''), templates)
+    assert 'replica-announce-ip' not in without
+
+
+# ------------------------------------------------------------ the channel, faked
+# The same paths against real servers: tests/workload/test_live.py. Here a fake
+# client stands in for valkey-py, to pin down each outcome without a server.
+
+
+class FakeServer:
+    """What one Valkey server answers, as the few commands live.py sends see it."""
+
+    def __init__(self, desired: workload.ValkeySettings, *, role: str = 'slave') -> None:
+        self.password = desired.password
+        self.config = running(desired)
+        self.replication: dict[str, object] = {'role': role}
+        if role == 'slave' and desired.primary_address:
+            self.replication |= {'master_host': desired.primary_address, 'master_port': 6379}
+        self.refuse: dict[str, str | Exception] = {}
+        self.sent: list[tuple[str | int, ...]] = []
+        self.on_failover: FakeServer | None = None
+        """The server FAILOVER promotes; ``None``: it never completes."""
+
+    def answer(self, *args: str | int) -> object:
+        self.sent.append(args)
+        name = str(args[0]).upper()
+        for refused in (name, f'{name} {args[1:2]}'):
+            error = self.refuse.get(refused)
+            if isinstance(error, Exception):
+                raise error
+            if error is not None:
+                raise valkey.exceptions.ResponseError(error)
+        if name == 'CONFIG' and args[1] == 'GET':
+            return [x for key in args[2:] for x in (key, self.config[str(key)])]
+        if name == 'CONFIG':
+            pairs = [str(x) for x in args[2:]]
+            self.config |= dict(zip(pairs[::2], pairs[1::2], strict=True))
+            return True
+        if name == 'INFO':
+            return dict(self.replication)
+        if name == 'REPLICAOF':
+            self.replication = (
+                {'role': 'master'}
+                if args[1:] == ('NO', 'ONE')
+                else {'role': 'slave', 'master_host': args[1], 'master_port': int(args[2])}
+            )
+            return True
+        if name == 'FAILOVER' and args[1] == 'TO' and self.on_failover is not None:
+            self.on_failover.replication = {'role': 'master'}
+        return True
+
+
+class FakeClient:
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.queued: list[tuple[str | int, ...]] = []
+
+    def execute_command(self, *args: str | int) -> object:
+        return self.server.answer(*args)
+
+    def pipeline(self, transaction: bool = True) -> FakeClient:
+        return FakePipeline(self.server)
+
+    def execute(self, raise_on_error: bool = True) -> list[object]:
+        replies: list[object] = []
+        for args in self.queued:
+            try:
+                replies.append(self.server.answer(*args))
+            except valkey.exceptions.ValkeyError as e:
+                if raise_on_error:
+                    raise
+                replies.append(e)
+        return replies
+
+    def close(self) -> None:
+        pass
+
+
+class FakePipeline(FakeClient):
+    def execute_command(self, *args: str | int) -> object:
+        self.queued.append(args)
+        return self
+
+
+Servers = dict[live.Address, FakeServer]
+
+
+@pytest.fixture
+def servers(monkeypatch: pytest.MonkeyPatch) -> dict[live.Address, FakeServer]:
+    known: dict[live.Address, FakeServer] = {}
+
+    def connect(address: live.Address, password: str, timeout: float) -> FakeClient:
+        server = known.get(address)
+        if server is None:
+            raise valkey.exceptions.ConnectionError('Connection refused.')
+        if server.password != password:
+            raise valkey.exceptions.AuthenticationError('invalid username-password pair')
+        return FakeClient(server)
+
+    monkeypatch.setattr(live, '_client', connect)
+    return known
+
+
+OLD = ('10.0.0.1', 6379)
+
+
+def test_fake_a_no_op_reads_once_and_writes_nothing(servers: Servers) -> None:
+    server = servers[live.LOCAL] = FakeServer(settings())
+    assert live.apply_live(settings(), passwords=['pw']) == live.LiveResult('unchanged')
+    assert [args[:2] for args in server.sent] == [('CONFIG', 'GET'), ('INFO', 'replication')]
+
+
+def test_fake_changes_are_applied_in_one_pipeline(servers: Servers) -> None:
+    server = servers[live.LOCAL] = FakeServer(settings())
+    result = live.apply_live(settings(primary=None, password='new'), passwords=['new', 'pw'])
+    assert result == live.LiveResult('applied', changes=('masterauth', 'requirepass', 'role'))
+    assert server.sent[2:] == [
+        ('CONFIG', 'SET', 'masterauth', 'new', 'requirepass', 'new'),
+        ('REPLICAOF', 'NO', 'ONE'),
+    ]
+
+
+def test_fake_a_new_name_is_announced_by_reconnecting(servers: Servers) -> None:
+    server = servers[live.LOCAL] = FakeServer(settings(announce_host='old.name'))
+    assert live.apply_live(settings(), passwords=['pw']).changes == ('replica-announce-ip',)
+    assert server.sent[-1] == ('CLIENT', 'KILL', 'TYPE', 'master')
+
+
+def test_fake_failures_say_why_without_the_password(servers: Servers) -> None:
+    assert live.apply_live(settings(), passwords=['pw']).status == 'not-running'
+    server = servers[live.LOCAL] = FakeServer(settings(password='secret-one'))
+    refused = live.apply_live(settings(), passwords=['pw', 'also-wrong'])
+    assert refused.status == 'auth-refused'
+    server.refuse['REPLICAOF'] = 'ERR REPLICAOF not allowed for secret-one'
+    result = live.apply_live(settings(primary=None), passwords=['secret-one'])
+    assert result.status == 'refused'
+    # The desired settings' password is 'pw'; the server's message is scrubbed of
+    # every password the caller gave.
+    assert 'secret-one' not in result.reason
+    server.refuse["CONFIG ('SET',)"] = 'ERR Invalid argument secret-one'
+    bad_level = settings(log_level='x')
+    result = live.apply_live(bad_level, passwords=['secret-one'])
+    assert result.reason == 'CONFIG SET loglevel refused: ERR Invalid argument ***'
+    server.refuse['REPLICAOF'] = valkey.exceptions.BusyLoadingError('LOADING')
+    loading = live.apply_live(settings(primary=None), passwords=['secret-one'])
+    assert loading.status == 'refused'
+    assert loading.reason == 'REPLICAOF NO ONE refused: LOADING'
+    server.refuse['CONFIG'] = 'NOPERM this user has no permissions to run the config command'
+    result = live.apply_live(settings(password='secret-one'), passwords=['secret-one'])
+    assert result.status == 'refused'
+    assert result.reason.startswith('reading the settings refused: NOPERM')
+
+
+def test_fake_handover_outcomes(servers: Servers) -> None:
+    target = ('me.name', 6379)
+    mine = servers[live.LOCAL] = FakeServer(settings())
+    assert live.hand_over(old_primary=OLD, target=target, password='pw').status == 'unreachable'
+
+    old = servers[OLD] = FakeServer(settings(primary=None), role='master')
+    old.password = 'other'
+    assert live.hand_over(old_primary=OLD, target=target, password='pw').status == 'auth-refused'
+    old.password = 'pw'
+
+    old.refuse['FAILOVER'] = 'ERR FAILOVER target HOST and PORT is not a replica.'
+    refused = live.hand_over(old_primary=OLD, target=target, password='pw')
+    assert refused.status == 'refused'
+    assert 'not a replica' in refused.reason
+    del old.refuse['FAILOVER']
+
+    timed_out = live.hand_over(old_primary=OLD, target=target, password='pw', timeout_ms=1)
+    assert timed_out.status == 'timed-out'
+    assert old.sent[-1] == ('FAILOVER', 'ABORT')
+
+    old.on_failover = mine
+    switched = live.hand_over(old_primary=OLD, target=target, password='pw')
+    assert switched.status == 'switched'
+    assert ('FAILOVER', 'TO', 'me.name', 6379, 'TIMEOUT', 5000) in old.sent
+    again = live.hand_over(old_primary=OLD, target=target, password='pw')
+    assert again.status == 'already-primary'
+
+    mine.password = 'changed'
+    assert live.hand_over(old_primary=OLD, target=target, password='pw').status == 'refused'
+
+
+def test_fake_pause_handover_demotes_first_then_promotes_then_unpauses(servers: Servers) -> None:
+    target = ('me.name', 6379)
+    mine = servers[live.LOCAL] = FakeServer(settings())
+    mine.replication |= {'slave_repl_offset': 100}
+    old = servers[OLD] = FakeServer(settings(primary=None), role='master')
+    old.replication |= {
+        'master_repl_offset': 100,
+        'slave0': {'ip': 'me.name', 'port': 6379, 'state': 'online'},
+    }
+    result = live.hand_over(old_primary=OLD, target=target, password='pw', method='pause')
+    assert result.status == 'switched', result
+    assert [args for args in old.sent if args[0] != 'INFO'] == [
+        ('CLIENT', 'PAUSE', 5000, 'WRITE'),
+        ('REPLICAOF', 'me.name', 6379),
+        ('CLIENT', 'UNPAUSE'),
+    ]
+    assert mine.sent[-1] == ('REPLICAOF', 'NO', 'ONE')
+
+
+def test_fake_pause_handover_refusals_unpause_and_change_nothing(servers: Servers) -> None:
+    mine = servers[live.LOCAL] = FakeServer(settings())
+    mine.replication |= {'slave_repl_offset': 50}
+    old = servers[OLD] = FakeServer(settings(primary=None), role='master')
+    old.replication |= {'master_repl_offset': 100, 'slave0': {'ip': 'other', 'port': 6379}}
+
+    def hand_over(timeout_ms: int = 5000) -> live.HandoverResult:
+        return live.hand_over(
+            old_primary=OLD,
+            target=('me.name', 6379),
+            password='pw',
+            method='pause',
+            timeout_ms=timeout_ms,
+        )
+
+    assert 'not a replica' in hand_over().reason
+    old.replication['slave0'] = {'ip': 'me.name', 'port': 6379}
+    late = hand_over(timeout_ms=50)  # this unit stays 50 bytes behind
+    assert (late.status, late.reason) == ('timed-out', 'this unit did not catch up within 50 ms')
+    old.refuse['CLIENT'] = 'ERR no permission'
+    assert hand_over().reason == 'CLIENT PAUSE refused: ERR no permission'
+    del old.refuse['CLIENT']
+    mine.replication['slave_repl_offset'] = 100
+    mine.refuse['REPLICAOF'] = 'ERR refused'
+    rolled_back = hand_over()
+    assert rolled_back.reason.endswith('rolled back')
+    assert old.replication['role'] == 'master'
+    assert old.sent[-1] == ('CLIENT', 'UNPAUSE')
+    old.replication = {'role': 'slave'}
+    assert hand_over().reason == 'the old primary is not a primary any more'
