@@ -125,7 +125,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             )
             return
         # Never the password itself: action results are stored and shown by Juju.
-        result = 'password rotated; every unit restarts with it'
+        result = 'password rotated; every unit applies it live'
         event.set_results({'result': result, 'secret-id': rotated.secret_id})
 
     def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:

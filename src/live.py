@@ -174,9 +174,12 @@ def plan(
         resolve: maps the primary's stable DNS name to the address to replicate from.
     """
     wanted = desired_options(settings, resolve)
+    # No announce_host: the file has no replica-announce-ip line, and the
+    # running server's is left as it is.
+    managed = [n for n in LIVE_OPTIONS if settings.announce_host or n != 'replica-announce-ip']
     config = {
         name: wanted[name]
-        for name in LIVE_OPTIONS
+        for name in managed
         if not hmac.compare_digest(current.get(name, '').encode(), wanted[name].encode())
     }
     role: tuple[str, ...] | None = None

@@ -1,11 +1,15 @@
 # Copyright 2026 The valkey-leader-k8s authors
 # See LICENSE file for licensing details.
 
-"""The workload container, through Pebble: put the rendered file in place, run Valkey.
+"""The workload container: put the rendered file in place, and make Valkey run it.
 
-Push the file only when it differs, restart only when it was pushed, and add
-the Pebble layer only when it changed. Raises ``ops.pebble.Error`` for the
-charm to turn into a status. Knows ops' ``Container``, no Juju events.
+Push the file only when it differs, and add the Pebble layer only when it
+changed. A changed file is applied to the running server live
+(:mod:`live`: role, password, options; no dropped connection, no reload of the
+data); Valkey restarts only when that is impossible (not running yet, a new
+Pebble plan, a live apply that failed), and the log says why. Raises
+``ops.pebble.Error`` for the charm to turn into a status. Knows ops'
+``Container``, no Juju events.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import ops
 
+import live
 import workload
 
 logger = logging.getLogger(__name__)
@@ -26,7 +31,7 @@ class Applied:
     """What :func:`apply` did."""
 
     pushed: bool
-    """The file changed, so Valkey was restarted with it."""
+    """The file changed, and the running server was brought to it (live, or by a restart)."""
     version: str | None
     """The Valkey version, read when the Pebble plan was new; otherwise ``None``."""
 
@@ -39,7 +44,7 @@ def configure(
         return ops.WaitingStatus('waiting for Pebble in the valkey container')
     config_text = workload.render_config(settings, templates_dir)
     try:
-        return apply(container, config_text)
+        return apply(container, config_text, settings)
     except ops.pebble.Error as e:
         # Not re-raised: a traceback would only make Juju retry this one event;
         # every later event retries anyway, from the same inputs.
@@ -47,25 +52,69 @@ def configure(
         return ops.WaitingStatus(f'Pebble error ({type(e).__name__}); retrying on the next event')
 
 
-def apply(container: ops.Container, config_text: str) -> Applied:
-    """Bring the container in line with ``config_text``."""
-    pushed = _push_if_changed(container, config_text)
-    new_plan = _ensure_service(container, restart=pushed)
+def apply(
+    container: ops.Container, config_text: str, settings: workload.ValkeySettings
+) -> Applied:
+    """Bring the container, and the server running in it, in line with ``config_text``."""
+    previous = _pull(container)
+    pushed = previous != config_text
+    if pushed:
+        _push(container, config_text)
+    layer = workload.pebble_layer()
+    planned = container.get_plan().services.get(workload.SERVICE)
+    new_plan = planned != layer.services[workload.SERVICE]
+    if new_plan:
+        container.add_layer(workload.CONTAINER, layer, combine=True)
+        container.replan()  # starts the service, or restarts it if its definition changed
+    elif not container.get_service(workload.SERVICE).is_running():
+        container.start(workload.SERVICE)  # it reads the file as it starts
+    elif pushed and _restart_needed(settings, previous, config_text):
+        container.restart(workload.SERVICE)
     # A new plan means a new container (a new image, so maybe a new Valkey)
     # or a new charm revision: the only times the version can change.
     return Applied(pushed=pushed, version=_read_version(container) if new_plan else None)
 
 
-def _push_if_changed(container: ops.Container, desired: str) -> bool:
+def _restart_needed(
+    settings: workload.ValkeySettings, previous: str | None, config_text: str
+) -> bool:
+    """Apply ``settings`` to the running server live; say whether it must restart instead."""
+    if _user_lines(previous) != _user_lines(config_text):
+        # The client relations' users are not applied live yet: Valkey reads
+        # `user` lines when it starts.
+        logger.info('Restarting Valkey: the client users changed')
+        return True
+    # The pod's containers share one network namespace: the server is on this
+    # container's loopback (live.LOCAL). The password travels in AUTH only.
+    old_password = workload.requirepass_from_config(previous) if previous else None
+    result = live.apply_live(
+        settings,
+        passwords=[settings.password, *([old_password] if old_password else [])],
+        address=live.LOCAL,
+        resolve=live.same_host,
+    )
+    if result.restart_needed:
+        logger.info('Restarting Valkey: %s', result.reason)
+    elif result.changes:
+        logger.info('Applied live, no restart: %s', ', '.join(result.changes))
+    return result.restart_needed
+
+
+def _user_lines(config_text: str | None) -> list[str]:
+    return [line for line in (config_text or '').splitlines() if line.startswith('user ')]
+
+
+def _pull(container: ops.Container) -> str | None:
     try:
         with container.pull(workload.CONFIG_PATH) as file:
-            current = file.read()
+            return file.read()
     except ops.pebble.PathError as e:
         if e.kind != 'not-found':
             raise
-        current = None
-    if current == desired:
-        return False
+        return None
+
+
+def _push(container: ops.Container, desired: str) -> None:
     # Pebble writes to a temporary file and renames it: the file is never
     # half-written, and a failed push leaves the last good file in place.
     container.push(
@@ -75,26 +124,6 @@ def _push_if_changed(container: ops.Container, desired: str) -> bool:
         # Created by Pebble, which runs as the workload user: owned by it.
         permissions=0o600,
     )
-    return True
-
-
-def _ensure_service(container: ops.Container, *, restart: bool) -> bool:
-    """Start or restart Valkey as needed; return whether the Pebble plan was new."""
-    layer = workload.pebble_layer()
-    planned = container.get_plan().services.get(workload.SERVICE)
-    new_plan = planned != layer.services[workload.SERVICE]
-    if new_plan:
-        container.add_layer(workload.CONTAINER, layer, combine=True)
-    elif not restart and container.get_service(workload.SERVICE).is_running():
-        return False
-    if new_plan:
-        # replan starts the service, or restarts it if its definition changed.
-        container.replan()
-    elif restart:
-        container.restart(workload.SERVICE)
-    else:
-        container.start(workload.SERVICE)
-    return new_plan
 
 
 def _read_version(container: ops.Container) -> str | None:

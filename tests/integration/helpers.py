@@ -309,7 +309,7 @@ def wait_for_value(
 def wait_for_pong(
     juju: jubilant.Juju, units: Iterable[str], password: Password, timeout: float = 120
 ) -> None:
-    """Wait until every unit accepts ``password`` (units restart when it changes)."""
+    """Wait until every unit accepts ``password`` (each applies it in its own hook)."""
     for unit in units:
         wait_until(
             lambda unit=unit: valkey_cli(juju, unit, password, 'PING'),

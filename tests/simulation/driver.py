@@ -73,7 +73,7 @@ import contextlib
 import dataclasses
 import functools
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -81,6 +81,7 @@ from typing import Final
 import ops
 from ops import testing
 
+import live
 import primary_service
 
 from ..fake_kubernetes import FakeKubernetes, Request
@@ -325,6 +326,8 @@ class _Running:
     check: bool = False
     slow_calls: list[str] = dataclasses.field(default_factory=list[str])
     lease_ran_out: bool = False
+    service_restarted: bool = False
+    """The charm (re)started the Valkey service (replan, restart or start) in this hook."""
 
 
 class Application:
@@ -649,6 +652,22 @@ class Application:
 
             setattr(container, name, slow)
 
+    @staticmethod
+    def _watch_service_restarts(container: ops.Container, running: _Running) -> None:
+        """Note whether the charm (re)starts Valkey: otherwise it changed it live."""
+        for name in ('replan', 'restart', 'start'):
+            method: Callable[..., object] = getattr(container, name)
+
+            @functools.wraps(method)
+            def watched(*args: object, _method: Callable[..., object] = method, **kw: object):
+                running.service_restarted = True
+                return _method(*args, **kw)
+
+            setattr(container, name, watched)
+
+    def _address_of(self, dns_name: str) -> tuple[str, int]:
+        return ('127.0.0.1', self.port_of(dns_name))
+
     def _lease_runs_out(self, running: _Running, expiry: LeaseExpiry) -> None:
         """Juju's lease for the running unit ran out during its slow call; Juju elects another."""
         self._expiry = None
@@ -678,7 +697,7 @@ class Application:
         if failed is not None:
             unit.queue.appendleft(pending)
         published = self._take_outputs(unit, state_out, removed_before)
-        wrote, workload = self._sync_workload(unit, state_out)
+        wrote, workload = self._sync_workload(unit, state_out, running.service_restarted)
         self._queue_secret_removals()
         self._finish_teardown(unit, pending)
         event = pending.kind
@@ -839,8 +858,13 @@ class Application:
                 # The charm's __init__ ended the hook early: nothing to wrap.
                 pass
             else:
-                self._slow_pebble_calls(charm.unit.get_container('valkey'))
-            return manager.run()
+                container = charm.unit.get_container('valkey')
+                self._slow_pebble_calls(container)
+                self._watch_service_restarts(container, running)
+            # The charm reaches its unit's server on the pod's loopback, and a
+            # primary by its stable DNS name; here each server has its own port.
+            with _patched(live, LOCAL=('127.0.0.1', unit.server.port), same_host=self._address_of):
+                return manager.run()
 
     @staticmethod
     def _event(on: testing.CharmEvents, pending: Pending, state: testing.State):
@@ -936,8 +960,15 @@ class Application:
                     if removal not in leader.queue:
                         leader.queue.append(removal)
 
-    def _sync_workload(self, unit: SimUnit, state: testing.State) -> tuple[str | None, str | None]:
-        """Act as Pebble with a real server; say what the charm wrote and what was (re)started."""
+    def _sync_workload(
+        self, unit: SimUnit, state: testing.State, restarted: bool
+    ) -> tuple[str | None, str | None]:
+        """Act as Pebble with a real server; say what the charm wrote and what was (re)started.
+
+        A file the charm pushed without (re)starting the service was applied to
+        the running server live (``live.apply_live``, over its port): the
+        server is left running.
+        """
         text = unit.charm.read_config()
         wrote = describe(text) if text is not None and text != unit.file_seen else None
         unit.file_seen = text
@@ -947,6 +978,10 @@ class Application:
             return wrote, None
         if server.running and text == server.config_text:
             return wrote, None
+        if server.running and not restarted:
+            server.config_text = text
+            return wrote, 'applied live: no restart'
+
         replicaof = replicaof_host(text)
         port = self.port_of(replicaof) if replicaof else None
         action = 'restarted' if server.running else 'started'
@@ -1008,3 +1043,16 @@ def describe(config_text: str) -> str:
     """What a file makes the unit: ``primary``, or its ``replicaof`` line. Never the password."""
     host = replicaof_host(config_text)
     return 'primary (no replicaof line)' if host is None else f'replica: replicaof {host} 6379'
+
+
+@contextlib.contextmanager
+def _patched(module: object, **values: object) -> Generator[None]:
+    """Set module attributes for the duration of one hook."""
+    saved = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)

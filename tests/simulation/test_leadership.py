@@ -142,10 +142,14 @@ def test_the_leaders_pod_dies_and_leader_elected_makes_the_new_primary(
     deploy(app)
     password, revisions = app.password(), app.password_revisions()
     hooks_before = len(app.hooks)
+    survivors = {i: app.server(i).pid for i in (1, 2)}
 
     app.delete_pod(0)
     app.elect(1)
     app.settle()
+
+    # Issue 10: the surviving servers changed role live; neither restarted.
+    assert {i: app.server(i).pid for i in (1, 2)} == survivors
 
     # Nobody left the relation; unit 1's leader-elected did the leader's work.
     events = [(hook.unit, hook.event) for hook in app.hooks[hooks_before:] if not hook.check]
@@ -263,13 +267,17 @@ def test_rotate_password_reaches_every_unit_and_the_old_one_is_refused(
 ) -> None:
     deploy(app)
     old = app.password()
+    pids = {unit.name: unit.server.pid for unit in app.live_units()}
 
     results = app.run_action(0, 'rotate-password')
     app.settle()
 
+    # Issue 10: every server took the new password live, none restarted.
+    assert {unit.name: unit.server.pid for unit in app.live_units()} == pids
+
     new = app.password()
     assert new != old
-    assert results['result'] == 'password rotated; every unit restarts with it'
+    assert results['result'] == 'password rotated; every unit applies it live'
     assert mismatches(app) == []
     # Juju removed revision 1 once no unit tracked it.
     assert app.password_revisions() == {2: new}
@@ -321,7 +329,8 @@ def test_invalid_config_blocks_every_unit_and_keeps_the_servers_running(
     assert mismatches(app) == []
     assert_primary_is(app, 0)
     for unit in app.live_units():
-        assert unit.server.pid != pids[unit.name]
+        # The new option reached each running server live: the same process.
+        assert unit.server.pid == pids[unit.name]
         with unit.server.client(app.password()) as client:
             assert client.config_get('maxmemory') == str(64 * 1024 * 1024)
     assert_everywhere(app, BEFORE)

@@ -22,6 +22,8 @@ import ops
 import pytest
 from ops import testing
 
+import live
+import workload
 from charm import ValkeyLeaderCharm
 
 from .. import fake_kubernetes
@@ -251,6 +253,36 @@ def lease(monkeypatch: pytest.MonkeyPatch) -> Lease:
 
     monkeypatch.setattr(ops.Unit, 'is_leader', is_leader)
     return lease
+
+
+@dataclasses.dataclass
+class FakeLive:
+    """The running server as ``live.apply_live`` finds it: no network in unit tests.
+
+    Records each call (the settings, and how many passwords were offered) and
+    answers ``result``: by default the server took the change live.
+    """
+
+    result: live.LiveResult = dataclasses.field(
+        default_factory=lambda: live.LiveResult('applied', changes=('loglevel',))
+    )
+    calls: list[tuple[workload.ValkeySettings, int]] = dataclasses.field(
+        default_factory=list[tuple['workload.ValkeySettings', int]]
+    )
+
+    def apply_live(
+        self, settings: workload.ValkeySettings, *, passwords: list[str], **_: object
+    ) -> live.LiveResult:
+        self.calls.append((settings, len(passwords)))
+        return self.result
+
+
+@pytest.fixture(autouse=True)
+def live_server(monkeypatch: pytest.MonkeyPatch) -> FakeLive:
+    """Every unit test's running Valkey is this fake; tests/workload uses real ones."""
+    fake = FakeLive()
+    monkeypatch.setattr(live, 'apply_live', fake.apply_live)
+    return fake
 
 
 @pytest.fixture(autouse=True)

@@ -12,12 +12,14 @@ import ops
 import pytest
 from ops import testing
 
+import live
 from charm import ValkeyLeaderCharm
 
 from ..fake_kubernetes import FakeKubernetes
 from .conftest import (
     APP,
     PEERS,
+    FakeLive,
     Lease,
     SideEffects,
     UnitFilesystem,
@@ -229,8 +231,8 @@ def test_identical_events_change_nothing(
     assert state.unit_status == ops.ActiveStatus('primary')
 
 
-def test_a_real_change_restarts_exactly_once(
-    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects
+def test_a_real_change_is_applied_live_without_a_restart(
+    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects, live_server: FakeLive
 ) -> None:
     state = deploy_leader(ctx, fs)
     side_effects.calls.clear()
@@ -242,8 +244,43 @@ def test_a_real_change_restarts_exactly_once(
     # Same container, same binary: no need to ask for its version again.
     assert ctx.exec_history.get('valkey', []) == []
     assert side_effects.count('push') == 1
-    assert side_effects.count('restart') == 1
+    assert side_effects.count('restart') == 0
     assert side_effects.count('replan') == 0
+    (settings, passwords) = live_server.calls[-1]
+    assert settings.maxmemory == '1gb'
+    assert passwords == 2, 'the new password, then the one in the file it replaced'
+
+
+@pytest.mark.parametrize('status', ['not-running', 'auth-refused', 'refused'])
+def test_a_change_the_server_cannot_take_live_restarts_it_once(
+    ctx: Ctx,
+    fs: UnitFilesystem,
+    side_effects: SideEffects,
+    live_server: FakeLive,
+    status: live.LiveStatus,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = deploy_leader(ctx, fs)
+    side_effects.calls.clear()
+    live_server.result = live.LiveResult(status, reason='why it could not')
+
+    out = ctx.run(ctx.on.config_changed(), rerun(state, config={'log-level': 'debug'}))
+
+    assert 'loglevel debug\n' in fs.read_config()
+    assert side_effects.count('restart') == 1
+    assert 'Restarting Valkey: why it could not' in caplog.text
+    assert out.unit_status == ops.ActiveStatus('primary')
+
+
+def test_nothing_is_applied_live_when_the_file_did_not_change(
+    ctx: Ctx, fs: UnitFilesystem, live_server: FakeLive
+) -> None:
+    state = deploy_leader(ctx, fs)
+    live_server.calls.clear()
+
+    ctx.run(ctx.on.config_changed(), state)
+
+    assert live_server.calls == []
 
 
 def test_a_stopped_service_is_started_without_rewriting_the_file(
@@ -452,7 +489,7 @@ def test_rotate_password_on_the_leader_and_the_followers_follow(tmp_path: Path) 
     assert new != old
     assert len(new) >= 32
     assert ctx.action_results == {
-        'result': 'password rotated; every unit restarts with it',
+        'result': 'password rotated; every unit applies it live',
         'secret-id': password_secret(rotated).id,
     }
     assert peer_app_data(leader)['password-revision'] == '1'

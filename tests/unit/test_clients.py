@@ -29,6 +29,7 @@ from .conftest import (
     APP,
     PEERS,
     Lease,
+    SideEffects,
     UnitFilesystem,
     hand_over,
     leader_state,
@@ -623,3 +624,18 @@ def test_a_clients_password_is_only_in_its_secret(
     for relation_id in (10, 11):
         password = credentials(leader, relation_id)['password']
         assert not [text for text in seen if password in text]
+
+
+def test_a_new_client_user_restarts_valkey_which_reads_users_at_start(
+    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects
+) -> None:
+    """Options, password and role are applied live; users are not (yet): they need a restart."""
+    running = ctx.run(ctx.on.update_status(), leader_state(fs, relations={peer(0)}))
+    side_effects.calls.clear()
+    relation = client_relation(10)
+    state = dataclass_replace(running, relations={*running.relations, relation})
+
+    ctx.run(ctx.on.relation_changed(relation, remote_unit=0), state)
+
+    assert 'user relation-10-req1 on #' in fs.read_config()
+    assert side_effects.count('restart') == 1

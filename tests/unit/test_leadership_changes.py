@@ -131,6 +131,28 @@ def unit_1_follows_unit_0(tmp_path: Path) -> tuple[testing.State, testing.State,
     return leader, follower, fs
 
 
+@pytest.fixture
+def unit_1_took_over(
+    tmp_path: Path, unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem]
+) -> tuple[testing.State, testing.State]:
+    """Unit 1 was elected and published; unit 0, whose file still says primary, is next.
+
+    Returns unit 1's output state and unit 0's input state for its next hook
+    (with its StoredState: the pod kept running).
+    """
+    leader, follower, _ = unit_1_follows_unit_0
+    new_leader_ctx = make_context(tmp_path, 1)
+    new_leader = new_leader_ctx.run(
+        new_leader_ctx.on.leader_elected(), dataclasses.replace(follower, leader=True)
+    )
+    assert role_in_file(make_filesystem(tmp_path, 0)) == 'primary'
+    demoted = dataclasses.replace(
+        hand_over(new_leader, to_unit=0, leader=False, container=leader.get_container('valkey')),
+        stored_states=leader.stored_states,
+    )
+    return new_leader, demoted
+
+
 @pytest.mark.parametrize('event', sorted(EVERY_EVENT))
 def test_a_new_leader_claims_only_the_role_its_file_gives_it(
     tmp_path: Path,
@@ -164,26 +186,13 @@ def test_a_new_leader_claims_only_the_role_its_file_gives_it(
 
 @pytest.mark.parametrize('event', sorted(EVERY_EVENT))
 def test_a_demoted_leader_claims_only_the_role_its_file_gives_it(
-    tmp_path: Path,
-    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
-    event: str,
+    tmp_path: Path, unit_1_took_over: tuple[testing.State, testing.State], event: str
 ) -> None:
-    leader, follower, _ = unit_1_follows_unit_0
-    # Unit 1 is elected and publishes; unit 0 (file: primary) runs `event` next.
-    new_leader_ctx = make_context(tmp_path, 1)
-    new_leader = new_leader_ctx.run(
-        new_leader_ctx.on.leader_elected(), dataclasses.replace(follower, leader=True)
-    )
+    _, before = unit_1_took_over
     fs = make_filesystem(tmp_path, 0)
-    assert role_in_file(fs) == 'primary'
     ctx = make_context(tmp_path, 0)
     demoted = dataclasses.replace(
-        hand_over(new_leader, to_unit=0, leader=False, container=leader.get_container('valkey')),
-        stored_states=leader.stored_states,
-        storages={STORAGE},
-    )
-    demoted = dataclasses.replace(
-        demoted, secrets={*demoted.secrets, USERS_SECRET, OTHER_APP_SECRET}
+        before, storages={STORAGE}, secrets={*before.secrets, USERS_SECRET, OTHER_APP_SECRET}
     )
 
     out = ctx.run(EVERY_EVENT[event](ctx, demoted), demoted)
@@ -261,23 +270,15 @@ def test_the_next_leader_repairs_a_service_its_predecessor_left_behind(
 
 def test_a_retried_hook_on_a_unit_that_no_longer_leads_does_only_a_followers_work(
     tmp_path: Path,
-    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    unit_1_took_over: tuple[testing.State, testing.State],
     side_effects: SideEffects,
     kubernetes: FakeKubernetes,
 ) -> None:
     """Juju commits a hook's relation data when the hook ends, and refuses a
     non-leader's application data then: the hook fails and Juju runs it again.
     By then the unit no longer leads: the retry must do what a follower does."""
-    leader, follower, _ = unit_1_follows_unit_0
-    new_leader_ctx = make_context(tmp_path, 1)
-    new_leader = new_leader_ctx.run(
-        new_leader_ctx.on.leader_elected(), dataclasses.replace(follower, leader=True)
-    )
+    new_leader, retried = unit_1_took_over
     fs = make_filesystem(tmp_path, 0)
-    retried = dataclasses.replace(
-        hand_over(new_leader, to_unit=0, leader=False, container=leader.get_container('valkey')),
-        stored_states=leader.stored_states,
-    )
     side_effects.calls.clear()
     kubernetes.requests.clear()
     ctx = make_context(tmp_path, 0)

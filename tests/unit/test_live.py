@@ -26,6 +26,11 @@ PRIMARY_NAME = 'valkey-leader-k8s-0.valkey-leader-k8s-endpoints.demo.svc.cluster
 OWN_NAME = 'valkey-leader-k8s-1.valkey-leader-k8s-endpoints.demo.svc.cluster.local'
 
 
+@pytest.fixture(autouse=True)
+def live_server() -> None:
+    """Overrides conftest's fake: these tests exercise the real ``live.apply_live``."""
+
+
 def settings(primary: str | None = PRIMARY_NAME, **values: str) -> workload.ValkeySettings:
     defaults = workload.ValkeySettings(
         primary_address=primary,
@@ -53,6 +58,13 @@ PRIMARY = {'role': 'master'}
 def test_a_server_that_runs_the_file_needs_nothing() -> None:
     desired = settings()
     todo = live.plan(desired, running(desired), FOLLOWING)
+    assert todo == live.Plan(config={}, role=None, reannounce=False)
+
+
+def test_without_an_announced_name_the_servers_own_is_left_alone() -> None:
+    desired = dataclasses.replace(settings(), announce_host=None)
+    current = {**running(desired), 'replica-announce-ip': '10.1.2.3'}
+    todo = live.plan(desired, current, FOLLOWING)
     assert todo == live.Plan(config={}, role=None, reannounce=False)
     assert todo.changes == ()
 

@@ -21,7 +21,9 @@ from charm import ValkeyLeaderCharm
 
 from ..fake_kubernetes import FakeKubernetes
 from .conftest import (
+    APP,
     PEERS,
+    FakeLive,
     SideEffects,
     hand_over,
     leader_state,
@@ -124,15 +126,18 @@ def test_a_former_leader_waiting_for_the_new_one_changes_nothing(
     assert kubernetes.requests == []
 
 
-def test_a_leadership_change_restarts_each_unit_once(
-    tmp_path: Path, side_effects: SideEffects
+def test_a_leadership_change_restarts_no_unit_and_applies_each_role_live_once(
+    tmp_path: Path, side_effects: SideEffects, live_server: FakeLive
 ) -> None:
     contexts, states = deploy(tmp_path)
     restarts = {0: 0, 1: 0, 2: 0}
+    applied: dict[int, list[str | None]] = {0: [], 1: [], 2: []}
 
     def count_restarts(unit: int) -> None:
         restarts[unit] += sum(side_effects.count(c) for c in ('restart', 'replan', 'start'))
+        applied[unit] += [settings.primary_address for settings, _ in live_server.calls]
         side_effects.calls.clear()
+        live_server.calls.clear()
 
     side_effects.calls.clear()
     # Juju moves leadership to unit 1. Unit 0 may learn it has lost it first.
@@ -155,11 +160,19 @@ def test_a_leadership_change_restarts_each_unit_once(
         ctx.run(ctx.on.update_status(), follower)
         count_restarts(unit)
 
-    assert restarts == {0: 1, 1: 1, 2: 1}
+    assert restarts == {0: 0, 1: 0, 2: 0}
+    # Unit 0 keeps its file until unit 1 publishes (no live call then), then
+    # each unit's server gets its new role once, live.
+    new_primary = f'{APP}-1.{APP}-endpoints.'
+    assert applied[1] == [None]
+    for unit in (0, 2):
+        (primary,) = applied[unit]
+        assert primary is not None
+        assert primary.startswith(new_primary)
 
 
-def test_rotate_password_writes_once_and_restarts_each_unit_once(
-    tmp_path: Path, side_effects: SideEffects
+def test_rotate_password_writes_once_and_restarts_no_unit(
+    tmp_path: Path, side_effects: SideEffects, live_server: FakeLive
 ) -> None:
     contexts, states = deploy(tmp_path)
     ctx = contexts[0]
@@ -169,7 +182,9 @@ def test_rotate_password_writes_once_and_restarts_each_unit_once(
 
     assert side_effects.count('set_content') == 1
     assert side_effects.count('save') == 1
-    assert side_effects.count('restart') == 1
+    assert side_effects.count('restart') == 0
+    # The new password, and the one the server still has from the old file.
+    assert [n for _, n in live_server.calls] == [2]
     for unit in (1, 2):
         follower_ctx = contexts[unit]
         follower = hand_over(
@@ -178,6 +193,6 @@ def test_rotate_password_writes_once_and_restarts_each_unit_once(
         side_effects.calls.clear()
         follower = follower_ctx.run(peers_changed(follower_ctx, follower, leader=0), follower)
         follower_ctx.run(follower_ctx.on.update_status(), follower)
-        assert side_effects.count('restart') == 1
+        assert side_effects.count('restart') == 0
         assert side_effects.count('push') == 1
         assert side_effects.count('save') == side_effects.count('set_content') == 0
