@@ -272,6 +272,48 @@ def apply_live(
         return LiveResult('refused', reason=f'the server stopped answering ({type(e).__name__})')
 
 
+def apply_users(
+    users: Sequence[workload.AclUser],
+    *,
+    passwords: Sequence[str],
+    address: Address = LOCAL,
+    timeout: float = TIMEOUT,
+) -> LiveResult:
+    """Make the running server's client users exactly ``users``, without a restart.
+
+    Valkey does not replicate users, and reads ``user`` lines only when it
+    starts: each unit sets its own, live. Every user in ``users`` is set
+    afresh (``ACL SETUSER <name> reset <its rules>``: only the password's
+    SHA-256 travels), and every other user but ``default`` is deleted, which
+    also closes its connections. Call it when the file's users changed.
+    """
+    import valkey.exceptions  # noqa: PLC0415 - lazy: see the module docstring
+
+    try:
+        with _authenticated(address, passwords, timeout) as connected:
+            if isinstance(connected, LiveResult):
+                return connected
+            names = typing.cast('list[object]', connected.execute_command('ACL', 'USERS'))
+            obsolete = sorted({str(n) for n in names} - {'default'} - {u.name for u in users})
+            commands = [
+                *(('ACL', 'DELUSER', name) for name in obsolete),
+                *(('ACL', 'SETUSER', u.name, 'reset', *u.acl_rules.split()) for u in users),
+            ]
+            pipe = connected.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            for command, reply in zip(commands, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(reply, Exception):
+                    # Named without its rules: they hold the password's hash.
+                    what, detail = ' '.join(command[:3]), _scrub(str(reply), passwords)
+                    return LiveResult('refused', reason=f'{what} refused: {detail}')
+            return LiveResult('applied', changes=tuple(' '.join(c[:3]) for c in commands))
+    except valkey.exceptions.ResponseError as e:
+        return LiveResult('refused', reason=f'ACL USERS refused: {_scrub(str(e), passwords)}')
+    except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
+        return LiveResult('refused', reason=f'the server stopped answering ({type(e).__name__})')
+
+
 def _execute(client: _Client, todo: Plan, passwords: Sequence[str]) -> LiveResult:
     pipe = client.pipeline(transaction=False)
     if todo.config:

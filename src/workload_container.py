@@ -79,20 +79,16 @@ def _restart_needed(
     settings: workload.ValkeySettings, previous: str | None, config_text: str
 ) -> bool:
     """Apply ``settings`` to the running server live; say whether it must restart instead."""
-    if _user_lines(previous) != _user_lines(config_text):
-        # The client relations' users are not applied live yet: Valkey reads
-        # `user` lines when it starts.
-        logger.info('Restarting Valkey: the client users changed')
-        return True
     # The pod's containers share one network namespace: the server is on this
     # container's loopback (live.LOCAL). The password travels in AUTH only.
     old_password = workload.requirepass_from_config(previous) if previous else None
+    passwords = [settings.password, *([old_password] if old_password else [])]
     result = live.apply_live(
-        settings,
-        passwords=[settings.password, *([old_password] if old_password else [])],
-        address=live.LOCAL,
-        resolve=live.same_host,
+        settings, passwords=passwords, address=live.LOCAL, resolve=live.same_host
     )
+    if not result.restart_needed and _user_lines(previous) != _user_lines(config_text):
+        # Valkey does not replicate users and reads `user` lines only at start.
+        result = live.apply_users(settings.users, passwords=passwords, address=live.LOCAL)
     if result.restart_needed:
         logger.info('Restarting Valkey: %s', result.reason)
     elif result.changes:

@@ -270,11 +270,21 @@ class FakeLive:
         default_factory=list[tuple['workload.ValkeySettings', int]]
     )
 
+    users: list[tuple[str, ...]] = dataclasses.field(default_factory=list[tuple[str, ...]])
+    """The user names of each ``live.apply_users`` call."""
+    users_result: live.LiveResult = dataclasses.field(
+        default_factory=lambda: live.LiveResult('applied', changes=('ACL SETUSER',))
+    )
+
     def apply_live(
         self, settings: workload.ValkeySettings, *, passwords: list[str], **_: object
     ) -> live.LiveResult:
         self.calls.append((settings, len(passwords)))
         return self.result
+
+    def apply_users(self, users: tuple[workload.AclUser, ...], **_: object) -> live.LiveResult:
+        self.users.append(tuple(user.name for user in users))
+        return self.users_result
 
 
 @pytest.fixture(autouse=True)
@@ -282,6 +292,7 @@ def live_server(monkeypatch: pytest.MonkeyPatch) -> FakeLive:
     """Every unit test's running Valkey is this fake; tests/workload uses real ones."""
     fake = FakeLive()
     monkeypatch.setattr(live, 'apply_live', fake.apply_live)
+    monkeypatch.setattr(live, 'apply_users', fake.apply_users)
     return fake
 
 

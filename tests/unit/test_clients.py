@@ -23,11 +23,13 @@ import pytest
 from ops import testing
 
 import clients
+import live
 from charm import ValkeyLeaderCharm
 
 from .conftest import (
     APP,
     PEERS,
+    FakeLive,
     Lease,
     SideEffects,
     UnitFilesystem,
@@ -626,10 +628,11 @@ def test_a_clients_password_is_only_in_its_secret(
         assert not [text for text in seen if password in text]
 
 
-def test_a_new_client_user_restarts_valkey_which_reads_users_at_start(
-    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects
+def test_a_new_client_user_reaches_the_running_server_live(
+    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects, live_server: FakeLive
 ) -> None:
-    """Options, password and role are applied live; users are not (yet): they need a restart."""
+    """Valkey reads `user` lines only at start, and does not replicate users: each unit
+    sets them on its own running server, live."""
     running = ctx.run(ctx.on.update_status(), leader_state(fs, relations={peer(0)}))
     side_effects.calls.clear()
     relation = client_relation(10)
@@ -638,4 +641,19 @@ def test_a_new_client_user_restarts_valkey_which_reads_users_at_start(
     ctx.run(ctx.on.relation_changed(relation, remote_unit=0), state)
 
     assert 'user relation-10-req1 on #' in fs.read_config()
+    assert live_server.users == [('relation-10-req1',)]
+    assert side_effects.count('restart') == 0
+
+
+def test_users_the_server_refuses_live_restart_it_once(
+    ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects, live_server: FakeLive
+) -> None:
+    running = ctx.run(ctx.on.update_status(), leader_state(fs, relations={peer(0)}))
+    side_effects.calls.clear()
+    live_server.users_result = live.LiveResult('refused', reason='ACL SETUSER refused')
+    relation = client_relation(10)
+    state = dataclass_replace(running, relations={*running.relations, relation})
+
+    ctx.run(ctx.on.relation_changed(relation, remote_unit=0), state)
+
     assert side_effects.count('restart') == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import signal
 import socket
@@ -565,3 +566,35 @@ def test_a_refused_command_names_the_command_not_the_value(cluster: Cluster) -> 
     assert result.reason == 'CONFIG SET masterauth requirepass loglevel refused: a refused value'
     # All or nothing: the password did not change.
     assert command(unit.server.port, PASSWORD, 'PING') is True
+
+
+# ------------------------------------------------------------ client users
+
+
+def test_client_users_are_set_and_removed_live_on_every_unit(cluster: Cluster) -> None:
+    """Valkey does not replicate users: each unit sets its own, without a restart."""
+    user_password = 'client-secret-0123456789'
+    user = workload.AclUser(
+        name='relation-7-req1',
+        password_sha256=hashlib.sha256(user_password.encode()).hexdigest(),
+        key_pattern='myapp:*',
+    )
+    before = [unit.identity() for unit in cluster.units]
+    for unit in cluster.units:
+        result = live.apply_users((user,), passwords=[unit.password], address=unit.address)
+        assert result == live.LiveResult('applied', changes=('ACL SETUSER relation-7-req1',))
+    primary = cluster.units[0].server.port
+    with valkey.Valkey(
+        host=HOST, port=primary, username=user.name, password=user_password, socket_timeout=5
+    ) as client:
+        client.set('myapp:key', 'value')
+        with pytest.raises(valkey.exceptions.NoPermissionError):
+            client.set('other:key', 'value')
+        with pytest.raises(valkey.exceptions.NoPermissionError):
+            client.execute_command('CONFIG', 'GET', 'requirepass')  # pyright: ignore[reportUnknownMemberType]
+    for unit in cluster.units:
+        result = live.apply_users((), passwords=[unit.password], address=unit.address)
+        assert result == live.LiveResult('applied', changes=('ACL DELUSER relation-7-req1',))
+        users = command(unit.server.port, unit.password, 'ACL', 'USERS')
+        assert users == ['default']
+    assert [unit.identity() for unit in cluster.units] == before
