@@ -206,6 +206,7 @@ class FakeServer:
         self.sent: list[tuple[str | int, ...]] = []
         self.on_failover: FakeServer | None = None
         """The server FAILOVER promotes; ``None``: it never completes."""
+        self.users = {'default'}
 
     def answer(self, *args: str | int) -> object:
         self.sent.append(args)
@@ -231,6 +232,10 @@ class FakeServer:
                 else {'role': 'slave', 'master_host': args[1], 'master_port': int(args[2])}
             )
             return True
+        if name == 'ACL':
+            verb, names = str(args[1]).upper(), {str(a) for a in args[2:3]}
+            self.users = self.users | names if verb == 'SETUSER' else self.users - names
+            return sorted(self.users) if verb == 'USERS' else 1
         if name == 'FAILOVER' and args[1] == 'TO' and self.on_failover is not None:
             self.on_failover.replication = {'role': 'master'}
         return True
@@ -417,3 +422,38 @@ def test_fake_pause_handover_refusals_unpause_and_change_nothing(servers: Server
     assert old.sent[-1] == ('CLIENT', 'UNPAUSE')
     old.replication = {'role': 'slave'}
     assert hand_over().reason == 'the old primary is not a primary any more'
+
+
+# ------------------------------------------------------------ client users
+
+CLIENT_USER = workload.AclUser(
+    name='relation-7-req1', password_sha256='a' * 64, key_pattern='app:*'
+)
+
+
+def test_fake_client_users_are_set_and_others_deleted(servers: Servers) -> None:
+    server = servers[live.LOCAL] = FakeServer(settings())
+    server.users |= {'relation-3-req1'}
+    result = live.apply_users((CLIENT_USER,), passwords=['pw'])
+    assert result == live.LiveResult(
+        'applied', changes=('ACL DELUSER relation-3-req1', 'ACL SETUSER relation-7-req1')
+    )
+    assert server.users == {'default', 'relation-7-req1'}
+    (setuser,) = [c for c in server.sent if c[:2] == ('ACL', 'SETUSER')]
+    rules = CLIENT_USER.acl_rules.split()
+    assert setuser == ('ACL', 'SETUSER', 'relation-7-req1', 'reset', *rules)
+
+
+def test_fake_client_users_refused_say_which_without_the_rules(servers: Servers) -> None:
+    assert live.apply_users((CLIENT_USER,), passwords=['pw']).status == 'not-running'
+    server = servers[live.LOCAL] = FakeServer(settings())
+    server.refuse["ACL ('SETUSER',)"] = 'ERR Error in ACL SETUSER modifier'
+    result = live.apply_users((CLIENT_USER,), passwords=['pw'])
+    assert result == live.LiveResult(
+        'refused', reason='ACL SETUSER relation-7-req1 refused: ERR Error in ACL SETUSER modifier'
+    )
+    assert 'a' * 64 not in result.reason
+    server.refuse["ACL ('USERS',)"] = 'NOPERM'
+    assert live.apply_users((), passwords=['pw']).reason == 'ACL USERS refused: NOPERM'
+    server.refuse["ACL ('USERS',)"] = valkey.exceptions.ConnectionError('gone')
+    assert live.apply_users((), passwords=['pw']).status == 'refused'
