@@ -54,12 +54,11 @@ sys.path[:0] = [str(REPO_ROOT / 'src'), str(REPO_ROOT)]
 
 import valkey  # noqa: E402
 import valkey.exceptions  # noqa: E402
-from valkey.backoff import NoBackoff  # noqa: E402
-from valkey.retry import Retry  # noqa: E402
 
 import live  # noqa: E402
 import workload  # noqa: E402
 from tests.workload import valkey_server  # noqa: E402
+from tests.workload.continuous_writes import Writer, connect  # noqa: E402
 from tests.workload.valkey_server import HOST, ValkeyServer, free_port  # noqa: E402
 
 SIZES: Final = {'100k': 100_000, '1M': 1_000_000, '3.3M': 3_300_000}
@@ -75,19 +74,6 @@ TIMEOUT: Final = 120.0
 def dns_name(unit: int) -> str:
     """A unit's stable DNS name, as the charm writes it."""
     return f'{APP}-{unit}.{APP}-endpoints.bench.svc.cluster.local'
-
-
-def connect(port: int, password: str, timeout: float = 10.0) -> valkey.Valkey:
-    """A client with one attempt per command."""
-    return valkey.Valkey(
-        host=HOST,
-        port=port,
-        password=password,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 def call(port: int, password: str, *args: str | int, timeout: float = 10.0) -> Any:
@@ -291,55 +277,15 @@ def idle_clients(deployment: Deployment) -> Generator[Callable[[], dict[str, int
             client.close()
 
 
-class Writer(threading.Thread):
-    """One client writing continuously through the primary endpoint."""
-
-    def __init__(self, port: int, password: str) -> None:
-        super().__init__(daemon=True)
-        self.endpoint = port
-        self.password = password
-        self.acknowledged: list[int] = []
-        self.failed = 0
-        self.longest_gap = 0.0
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        """Write ``w:<n>`` until told to stop, reconnecting to the endpoint after a failure."""
-        client: valkey.Valkey | None = None
-        index, last_ok = 0, time.monotonic()
-        deadline = time.monotonic() + 300
-        while not self._done.is_set() and time.monotonic() < deadline:
-            try:
-                # A client keeps its connection until it fails: an open
-                # connection through a Service stays on the pod it reached.
-                if client is None:
-                    client = connect(self.endpoint, self.password, timeout=2)
-                client.execute_command('SET', f'w:{index}', index)  # pyright: ignore[reportUnknownMemberType]
-            except valkey.exceptions.ValkeyError:
-                self.failed += 1
-                client = None
-                time.sleep(0.001)
-                continue
-            now = time.monotonic()
-            self.longest_gap = max(self.longest_gap, now - last_ok)
-            last_ok = now
-            self.acknowledged.append(index)
-            index += 1
-
-    def finish(self) -> None:
-        """Stop writing."""
-        self._done.set()
-        self.join(timeout=30)
-
-    def lost(self, deployment: Deployment) -> int:
-        """How many acknowledged writes the primary does not have."""
-        missing = 0
-        for start in range(0, len(self.acknowledged), 10_000):
-            chunk = self.acknowledged[start : start + 10_000]
-            port, password = deployment.ports[deployment.primary], deployment.options.password
-            values = call(port, password, 'MGET', *(f'w:{i}' for i in chunk))
-            missing += sum(1 for i, v in zip(chunk, values, strict=True) if v != str(i))
-        return missing
+def lost_writes(writer: Writer, deployment: Deployment) -> int:
+    """How many of the writer's acknowledged writes the primary does not have."""
+    missing = 0
+    for start in range(0, len(writer.acknowledged), 10_000):
+        chunk = writer.acknowledged[start : start + 10_000]
+        port, password = deployment.ports[deployment.primary], deployment.options.password
+        values = call(port, password, 'MGET', *(f'w:{i}' for i in chunk))
+        missing += sum(1 for i, v in zip(chunk, values, strict=True) if v != str(i))
+    return missing
 
 
 # ------------------------------------------------------------ events
@@ -373,7 +319,13 @@ def run_event(deployment: Deployment, event: str, way: str) -> dict[str, Any]:
     with idle_clients(deployment) as dropped:
         syncs_before = deployment.sync_stats()
         if event == 'switchover under writes':
-            writer = Writer(deployment.ports[old], deployment.options.password)
+            writer = Writer(
+                deployment.ports[old],
+                deployment.options.password,
+                key_prefix='w:',
+                follow_endpoint=False,  # an open connection through a Service stays put
+                seconds=300,
+            )
             writer.start()
             time.sleep(0.5)
         start = time.monotonic()
@@ -401,8 +353,8 @@ def run_event(deployment: Deployment, event: str, way: str) -> dict[str, Any]:
             writer.finish()
             result |= {
                 'writes_acknowledged': len(writer.acknowledged),
-                'acknowledged_writes_lost': writer.lost(deployment),
-                'write_failures': writer.failed,
+                'acknowledged_writes_lost': lost_writes(writer, deployment),
+                'write_failures': writer.failures,
                 'longest_write_gap_s': writer.longest_gap,
             }
         full, partial = sync_delta(syncs_before, deployment.sync_stats())

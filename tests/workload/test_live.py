@@ -22,7 +22,6 @@ import hashlib
 import os
 import signal
 import socket
-import threading
 import time
 import typing
 from collections.abc import Iterator
@@ -32,13 +31,12 @@ from typing import Final
 import pytest
 import valkey
 import valkey.exceptions
-from valkey.backoff import NoBackoff
-from valkey.retry import Retry
 
 import live
 import workload
 
 from .charm_unit import REPO_ROOT, unit_dns_name
+from .continuous_writes import Writer, connect
 from .valkey_server import HOST, ValkeyServer, eventually, free_port
 
 PASSWORD: Final = 'first password with spaces, "quotes" and é'
@@ -47,20 +45,8 @@ TEMPLATES: Final = REPO_ROOT / 'templates'
 DEFAULTS: Final = {'log_level': 'notice', 'maxmemory': '', 'maxmemory_policy': 'noeviction'}
 
 
-def connect(port: int, password: str, timeout: float = 5.0) -> valkey.Valkey:
-    return valkey.Valkey(
-        host=HOST,
-        port=port,
-        password=password,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
 def command(port: int, password: str, *args: str | int) -> object:
-    with connect(port, password) as client:
+    with connect(port, password, timeout=5.0) as client:
         reply = client.execute_command(*args)  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
         return typing.cast('object', reply)
 
@@ -348,55 +334,13 @@ def test_a_former_primary_becomes_a_replica_live(cluster: Cluster) -> None:
 # ------------------------------------------------------------ switchover
 
 
-class Writer(threading.Thread):
-    """One client writing continuously through "the primary endpoint".
-
-    The endpoint is the port of whichever server the ``<app>-primary`` Service
-    selects; the test re-points it when the new leader would. A write counts
-    as acknowledged only when the server answered OK.
-    """
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.endpoint = port
-        self.acknowledged: list[int] = []
-        self.failures = 0
-        self.longest_gap = 0.0
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        client, port, last_ok = None, 0, time.monotonic()
-        deadline = time.monotonic() + 60
-        index = 0
-        while not self._done.is_set() and time.monotonic() < deadline:
-            if client is None or port != self.endpoint:
-                port = self.endpoint
-                client = connect(port, PASSWORD, timeout=2)
-            try:
-                client.execute_command('SET', f'key:{index}', index)  # pyright: ignore[reportUnknownMemberType]
-            except valkey.exceptions.ValkeyError:
-                self.failures += 1
-                client = None
-                time.sleep(0.001)
-                continue
-            now = time.monotonic()
-            self.longest_gap = max(self.longest_gap, now - last_ok)
-            last_ok = now
-            self.acknowledged.append(index)
-            index += 1
-
-    def finish(self) -> None:
-        self._done.set()
-        self.join(timeout=10)
-
-
 @pytest.mark.parametrize('method', ['failover', 'pause'])
 def test_switchover_between_live_units_loses_no_acknowledged_write(
     cluster: Cluster, method: live.HandoverMethod
 ) -> None:
     old, new, other = cluster.units
     before = [unit.identity() for unit in cluster.units]
-    writer = Writer(old.server.port)
+    writer = Writer(old.server.port, PASSWORD, key_prefix='key:', follow_endpoint=True, seconds=60)
     writer.start()
     eventually(lambda: True if len(writer.acknowledged) > 200 else None, what='writes')
 
@@ -416,7 +360,7 @@ def test_switchover_between_live_units_loses_no_acknowledged_write(
     assert cluster.reconcile(old, cluster.settings(0, primary=1)).status == 'unchanged'
     count = len(writer.acknowledged)
     eventually(lambda: True if len(writer.acknowledged) > count + 200 else None, what='writes')
-    writer.finish()
+    writer.finish(timeout=10)
 
     keys = [f'key:{i}' for i in writer.acknowledged]
     stored = typing.cast('list[str | None]', command(new.server.port, PASSWORD, 'MGET', *keys))
