@@ -394,7 +394,7 @@ def leader_change(
         handover = live.hand_over(
             old_primary=(HOST, deployment.ports[old]),
             target=deployment.resolve(dns_name(new)),
-            password=deployment.options.password,
+            passwords=[deployment.options.password],
             local=(HOST, deployment.ports[new]),
             method='pause' if way == 'live-pause' else 'failover',
         )

@@ -53,10 +53,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
             valkey_version='',  # what clients are told
             clients_problem=[],  # the first client relation the leader could not serve
         )
+        self._address = leadership.unit_address(self.unit.name, self.app.name, self.model.name)
         framework.observe(self.on.leader_elected, self._on_leader_elected)
-        # leader-settings-changed is deliberately not observed (it is deprecated):
-        # the other units learn about a new leader, and about a new password,
-        # from the leader's writes to the peer application databag.
+        # Not leader-settings-changed (deprecated): the others learn of a new leader,
+        # and of a new password, from the leader's writes to the peer application databag.
         framework.observe(self.on[PEER_ENDPOINT].relation_changed, self._on_peers_changed)
         framework.observe(self.on.rotate_password_action, self._on_rotate_password)
         framework.observe(self.on.upgrade_charm, self._on_upgrade_charm)
@@ -88,8 +88,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         self._reconcile()
 
     def _on_upgrade_charm(self, _: ops.UpgradeCharmEvent) -> None:
-        # New charm code may define the Service differently, and `juju refresh`
-        # is the operator's way to repair a Service edited by hand.
+        # New code may define the Service differently; `juju refresh` repairs a hand-edited one.
         self._reconcile(repoint_primary_service=True)
 
     def _on_other_event(self, _: ops.EventBase) -> None:
@@ -143,10 +142,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
     def _reconcile(
         self, *, repoint_primary_service: bool = False, app_password: AppPassword | None = None
     ) -> ops.StatusBase | None:
-        """Bring this unit, and if it leads the application, in line with the inputs.
-
-        Returns what stands in the way, if anything, and remembers it for collect-status.
-        """
+        """Bring this unit (and the app, if it leads) in line; say what stands in the way."""
         problem = self._converge(repoint_primary_service, app_password)
         self._stored.problem = [problem.name, problem.message] if problem else []
         return problem
@@ -187,15 +183,16 @@ class ValkeyLeaderCharm(ops.CharmBase):
         if isinstance(password, ops.StatusBase):
             return password
         settings = config.valkey_settings(
-            password=password, primary_address=primary.address if primary else None, users=users
+            password=password,
+            primary_address=primary.address if primary else None,
+            users=users,
+            announce_host=self._address,  # how a primary lists this unit: see take_over
         )
         container = self.unit.get_container(workload.CONTAINER)
         applied = workload_container.configure(container, settings, self.charm_dir / 'templates')
         if isinstance(applied, ops.StatusBase):
             return applied
         self._stored.file_role = leadership.role(primary)
-        if applied.pushed:
-            logger.info('Wrote the config file: %s', self._stored.file_role)
         if applied.version:
             self.unit.set_workload_version(applied.version)
             self._stored.valkey_version = applied.version
@@ -209,15 +206,20 @@ class ValkeyLeaderCharm(ops.CharmBase):
         """Secret, Service, peer record, clients; returns the password, the users, a problem.
 
         1. The app secret with the password: a new leader reuses its predecessor's.
-        2. The ``<app>-primary`` Kubernetes Service: it must select this unit's pod.
-        3. The leader record in the peer application databag: how the others learn.
-        4. Every client relation's user, answer and secret; the users, for the others.
+        2. The old leader's server, if it still runs: it hands the primary role over.
+        3. The ``<app>-primary`` Kubernetes Service: it must select this unit's pod.
+        4. The leader record in the peer application databag: how the others learn.
+        5. Every client relation's user, answer and secret; the users, for the others.
         """
         previous = self._previous_record()
         if app_password is None:
             app_password = password_secret.ensure(
                 self.model, previous, before_write=self._ensure_still_leader
             )
+        if previous is not None and previous.unit != self.unit.name:  # the lease moved here
+            self._ensure_still_leader()  # the old leader's pod may live on, as the primary
+            container = self.unit.get_container(workload.CONTAINER)
+            workload_container.take_over(container, previous.address, self._address)
         service_problem = None
         if repoint_primary_service or not self._stored.primary_service_applied:
             # Imported here: the other hooks are spared importing lightkube (benchmark).
@@ -230,7 +232,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             self._stored.primary_service_applied = service_problem is None
         record = LeaderRecord(
             unit=self.unit.name,
-            address=leadership.unit_address(self.unit.name, self.app.name, self.model.name),
+            address=self._address,
             password_secret_id=app_password.secret_id,
             password_revision=app_password.revision,
         )
@@ -276,11 +278,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
         # Runs on the leader only: the application is as healthy as its primary.
+        primary = ops.ActiveStatus(f'primary is {self.unit.name}')
         for status in self._statuses():
-            primary = status == ops.ActiveStatus('primary')
-            event.add_status(
-                ops.ActiveStatus(f'primary is {self.unit.name}') if primary else status
-            )
+            event.add_status(primary if status == ops.ActiveStatus('primary') else status)
         if self.model.get_relation(PEER_ENDPOINT) is None:
             event.add_status(ops.WaitingStatus(f'waiting for the {PEER_ENDPOINT} relation'))
         if problem := self._stored.clients_problem:  # a client relation the leader cannot serve

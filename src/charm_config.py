@@ -134,12 +134,14 @@ class CharmConfig(PasswordConfig):
         password: str,
         primary_address: str | None,
         users: tuple[workload.AclUser, ...] = (),
+        announce_host: str | None = None,
     ) -> workload.ValkeySettings:
         """Everything one unit's file depends on: these options, its role, password and users."""
         return workload.ValkeySettings(
             password=password,
             primary_address=primary_address,
             users=users,
+            announce_host=announce_host,
             log_level=self.log_level,
             maxmemory=self.maxmemory,
             maxmemory_policy=self.maxmemory_policy,

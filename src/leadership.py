@@ -74,7 +74,7 @@ class LeaderRecord:
 
     It moves with every new revision (``rotate-password``), and the change is
     what wakes the replicas up: they re-read the secret with ``refresh=True``
-    and restart with the new password."""
+    and apply the new password live."""
 
     def __post_init__(self) -> None:
         """Refuse data that would put something unsafe into a replica's config file."""

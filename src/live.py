@@ -43,18 +43,18 @@ How the charm calls it, in its one reconcile path:
   ``secret-changed`` (the password: the leader in its own hook, the others
   on ``valkey-peers-relation-changed``), and a follower following a new
   leader (``REPLICAOF``).
-* ``leader-elected`` on the new leader, before that call, if the peer
-  databag still names another unit as the leader and this unit's server is a
-  replica: check ``is_leader()`` again, then ``hand_over(old_primary=(old
-  leader's stable DNS name, 6379), target=(own stable DNS name, 6379), ...)``.
-  ``method='pause'`` meets issue 10's targets (a 3-9 ms handover, writes
-  stopped 11-18 ms); ``'failover'`` (Valkey's own ``FAILOVER``) waits up to a
-  second for the replica's periodic ACK (docs/benchmark.md).
-  ``switched`` or ``already-primary``: go on (``apply_live`` then finds the
-  role right). Anything else (``unreachable`` within about a second when the
-  old pod is gone, ``refused``, ``timed-out``, ``auth-refused``): log the
-  reason and go on: ``apply_live`` promotes with ``REPLICAOF NO ONE``. Keep
-  ``timeout_ms`` well inside the 30 s for which leadership is guaranteed.
+* On a new leader's first hook, when the peer databag still names another
+  unit as the leader (a leader duty, in ``charm.py``): check ``is_leader()``
+  again, then ``workload_container.take_over`` calls ``hand_over(old_primary=
+  (old leader's stable DNS name, 6379), target=(own stable DNS name, 6379))``
+  with the password in this unit's file, before the ``<app>-primary`` Service
+  is re-pointed. ``method='pause'`` meets issue 10's targets (a few ms,
+  docs/benchmark.md); ``'failover'`` (Valkey's own ``FAILOVER``) waits up to a
+  second for the replica's periodic ACK. ``switched`` or ``already-primary``:
+  go on (``apply_live`` then finds the role right). Anything else
+  (``unreachable`` within a second when the old pod is gone, ``refused``,
+  ``timed-out``, ``auth-refused``): log the reason and go on: ``apply_live``
+  promotes with ``REPLICAOF NO ONE``.
 * The demoted unit's own hook later: its file says replica; after a
   handover its server already follows the new primary (``unchanged``).
 """
@@ -83,6 +83,10 @@ TIMEOUT: Final = 2.0
 """Seconds to wait for the local server to connect or answer."""
 PEER_CONNECT_TIMEOUT: Final = 1.0
 """Seconds to wait for another unit's server (the old primary) before giving up on it."""
+HANDOVER_TIMEOUT_MS: Final = 5000
+"""How long the old primary's writes may stay paused while this unit catches up.
+
+Well inside the 30 seconds for which Juju guarantees leadership once confirmed."""
 
 LIVE_OPTIONS: Final = (
     # masterauth before requirepass: see apply_live's docstring. CONFIG SET with
@@ -358,11 +362,11 @@ def hand_over(
     *,
     old_primary: Address,
     target: Address,
-    password: str,
+    passwords: Sequence[str],
     local: Address = LOCAL,
-    timeout_ms: int = 5000,
+    timeout_ms: int = HANDOVER_TIMEOUT_MS,
     connect_timeout: float = PEER_CONNECT_TIMEOUT,
-    method: HandoverMethod = 'failover',
+    method: HandoverMethod = 'pause',
 ) -> HandoverResult:
     """Ask the old primary to hand over to this unit: ``FAILOVER TO <target> TIMEOUT <ms>``.
 
@@ -378,31 +382,33 @@ def hand_over(
         target: this unit as the old primary lists it in ``INFO replication``:
             its announced name (``replica-announce-ip``, the stable DNS name in
             the file) and port.
-        password: the password both servers require.
+        passwords: the passwords to try, on both servers, in order (the
+            desired one, then the one in the file this unit's server started from).
         local: this unit's own server, polled until it reports ``role:master``.
         timeout_ms: how long the old primary may wait for this unit to catch
             up before it gives up and stays primary; this call waits that long
             plus a second at most, then sends ``FAILOVER ABORT``.
         connect_timeout: how long the old primary has to answer at all; past
             it the result is ``unreachable`` and the caller promotes directly.
-        method: ``failover`` (Valkey's ``FAILOVER``), or ``pause``: the same
-            steps done from here, which does not wait for the target's
-            once-a-second ``REPLCONF ACK`` (see ``_pause_and_swap``).
+        method: ``pause`` (the charm's): Valkey's steps done from here,
+            which do not wait for the target's once-a-second ``REPLCONF ACK``
+            (see ``_pause_and_swap``); or ``failover``: Valkey's ``FAILOVER``,
+            which does (up to a second; docs/benchmark.md).
     """
     import valkey.exceptions  # noqa: PLC0415
 
     start = time.monotonic()
 
     def done(status: HandoverStatus, reason: str = '') -> HandoverResult:
-        return HandoverResult(status, _scrub(reason, [password]), time.monotonic() - start)
+        return HandoverResult(status, _scrub(reason, passwords), time.monotonic() - start)
 
     try:
-        with _authenticated(local, [password], TIMEOUT) as mine:
+        with _authenticated(local, passwords, TIMEOUT) as mine:
             if isinstance(mine, LiveResult):
                 return done('refused', f"this unit's server: {mine.reason}")
             if _info(mine.execute_command('INFO', 'replication')).get('role') == 'master':
                 return done('already-primary')
-            with _authenticated(old_primary, [password], connect_timeout) as old:
+            with _authenticated(old_primary, passwords, connect_timeout) as old:
                 if isinstance(old, LiveResult):
                     if old.status == 'auth-refused':
                         return done('auth-refused', 'the old primary refused the password')

@@ -60,6 +60,8 @@ def apply(
     pushed = previous != config_text
     if pushed:
         _push(container, config_text)
+        role = f'replica of {settings.primary_address}' if settings.primary_address else 'primary'
+        logger.info('Wrote the config file: %s', role)
     layer = workload.pebble_layer()
     planned = container.get_plan().services.get(workload.SERVICE)
     new_plan = planned != layer.services[workload.SERVICE]
@@ -94,6 +96,39 @@ def _restart_needed(
     elif result.changes:
         logger.info('Applied live, no restart: %s', ', '.join(result.changes))
     return result.restart_needed
+
+
+def take_over(container: ops.Container, old_primary: str, own_address: str) -> None:
+    """Ask the old leader's server to hand the primary role over to this unit's, live.
+
+    Juju may move the lease while the old leader's pod keeps running (its
+    agent restarted, it lost touch with the controller): its server is then
+    still the primary, and may hold writes this unit has not received yet.
+    ``live.hand_over`` pauses its writes, waits until this unit has every one,
+    demotes it, then promotes this unit: no acknowledged write is lost, and at
+    no moment are there two primaries. If it does not answer within a second
+    (its pod is gone) or refuses, this unit's live apply promotes it directly,
+    as after a crash. Never raises: the reconcile goes on either way.
+    """
+    try:
+        previous = _pull(container) if container.can_connect() else None
+    except ops.pebble.Error as e:
+        logger.warning('No handover: could not read the config file (%s)', type(e).__name__)
+        return
+    password = workload.requirepass_from_config(previous) if previous else None
+    if password is None:
+        return  # no file, so no server: nothing to hand over to
+    result = live.hand_over(
+        old_primary=live.same_host(old_primary),
+        # As the old primary lists this unit: by the name it announces (replica-announce-ip).
+        target=live.same_host(own_address),
+        passwords=[password],  # what the running servers have: this unit's file's
+        local=live.LOCAL,
+    )
+    if result.status == 'switched':
+        logger.info('The old primary handed over in %.0f ms', result.seconds * 1000)
+    elif result.status != 'already-primary':
+        logger.warning('No handover (%s: %s); promoting directly', result.status, result.reason)
 
 
 def _user_lines(config_text: str | None) -> list[str]:

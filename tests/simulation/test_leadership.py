@@ -26,6 +26,7 @@ import redis.exceptions
 
 from ..workload import valkey_server
 from ..workload.charm_unit import unit_name
+from ..workload.continuous_writes import Writer
 from .driver import Application, LeaseExpiry, UnitView
 
 BEFORE = {f'before:{i}': f'written on the first primary {i}' for i in range(50)}
@@ -166,6 +167,49 @@ def test_the_leaders_pod_dies_and_leader_elected_makes_the_new_primary(
     after = {f'after:{i}': f'written on the new primary {i}' for i in range(20)}
     write(app, 1, after)
     assert_everywhere(app, after)
+    assert mismatches(app, since=hooks_before) == []
+    assert_quiescent(app)
+
+
+def test_a_lease_moved_between_live_units_hands_over_without_losing_a_write(
+    app: Application, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10 §3: Juju moves the lease while the old leader's pod keeps running.
+
+    One client writes through the primary endpoint all along. Unit 1's
+    ``leader-elected`` asks unit 0's server to hand over (writes paused, unit
+    1 caught up, roles swapped), before it re-points the Service. No server
+    restarts, and every write a server acknowledged is on the new primary.
+    """
+    deploy(app)
+    pids = {unit_id: app.server(unit_id).pid for unit_id in range(3)}
+    writer = Writer(
+        app.server(0).port, app.password(), key_prefix='w:', follow_endpoint=False, seconds=120
+    )
+    writer.start()
+    valkey_server.eventually(lambda: len(writer.acknowledged) > 200 or None, what='writes')
+    hooks_before = len(app.hooks)
+
+    app.elect(1)
+    app.settle()
+    # Clients reach the pod the Service selects; this one reconnects after a refusal.
+    selected = app.primary_service_selects()
+    assert selected is not None
+    writer.endpoint = app.server(int(selected.rsplit('-', 1)[1])).port
+    acknowledged_before = len(writer.acknowledged)
+    valkey_server.eventually(
+        lambda: len(writer.acknowledged) > acknowledged_before + 200 or None, what='new writes'
+    )
+    writer.finish()
+
+    (elected,) = [h for h in app.hooks[hooks_before:] if h.event == 'leader-elected']
+    assert 'The old primary handed over in' in caplog.text, 'promoted without a handover'
+    assert elected.workload in (None, 'applied live: no restart')
+    assert {unit_id: app.server(unit_id).pid for unit_id in range(3)} == pids
+    assert_primary_is(app, 1)
+    with app.server(1).client(app.password()) as client:
+        present = client.command('EXISTS', *(f'w:{index}' for index in writer.acknowledged))
+    assert present == len(writer.acknowledged), 'an acknowledged write was lost'
     assert mismatches(app, since=hooks_before) == []
     assert_quiescent(app)
 

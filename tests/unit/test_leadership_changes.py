@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +25,15 @@ import ops
 import pytest
 from ops import testing
 
+import live
+import workload
 from charm import ValkeyLeaderCharm
 
 from ..fake_kubernetes import FakeKubernetes
 from .conftest import (
     APP,
     PEERS,
+    FakeLive,
     Lease,
     SideEffects,
     UnitFilesystem,
@@ -290,3 +294,147 @@ def test_a_retried_hook_on_a_unit_that_no_longer_leads_does_only_a_followers_wor
     assert peer_app_data(out) == peer_app_data(new_leader)
     assert role_in_file(fs) == f'replica of {unit_name(1)}'
     assert out.unit_status == ops.ActiveStatus(f'replica of {unit_name(1)}')
+
+
+# -- The coordinated switchover: a new leader asks the old primary to hand over.
+
+
+def published_address(state: testing.State) -> str:
+    return json.loads(peer_app_data(state)['leader-address'])
+
+
+def _elect_unit_1(tmp_path: Path, follower: testing.State) -> tuple[testing.State, Ctx]:
+    ctx = make_context(tmp_path, 1)
+    return ctx.run(ctx.on.leader_elected(), dataclasses.replace(follower, leader=True)), ctx
+
+
+def test_a_new_leader_asks_the_old_primary_to_hand_over_before_anything_points_at_it(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    live_server: FakeLive,
+    kubernetes: FakeKubernetes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lease moved while the old leader's pod may still run its primary: the
+    new leader asks it to hand over (no acknowledged write lost), then promotes."""
+    leader, follower, fs = unit_1_follows_unit_0
+    file_password = workload.requirepass_from_config(fs.read_config())
+    live_server.calls.clear()
+    requests_before: list[int] = []
+    original = live_server.hand_over
+
+    def hand_over(**kwargs: Any) -> live.HandoverResult:
+        requests_before.append(len(kubernetes.applies))
+        return original(**kwargs)
+
+    monkeypatch.setattr(live, 'hand_over', hand_over)
+    applied_before = len(kubernetes.applies)
+
+    out, _ = _elect_unit_1(tmp_path, follower)
+
+    assert live_server.handovers == [
+        (
+            live.same_host(published_address(leader)),
+            live.same_host(published_address(out)),  # as unit 0 lists it: see the file
+            [file_password],
+        )
+    ]
+    # Until the old primary handed over, the Service still selects it.
+    assert requests_before == [applied_before]
+    assert len(kubernetes.applies) == applied_before + 1
+    assert f'replica-announce-ip {published_address(out)}' in fs.read_config()
+    assert live_server.calls[-1][0].primary_address is None  # then the live apply promotes
+    assert role_in_file(fs) == 'primary'
+    assert out.unit_status == ops.ActiveStatus('primary')
+
+
+def test_the_lease_running_out_before_the_handover_leaves_the_old_primary_alone(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    live_server: FakeLive,
+    lease: Lease,
+) -> None:
+    """The handover makes this unit the primary: the 30 s rule applies right before it."""
+    _, follower, fs = unit_1_follows_unit_0
+    before = fs.read_config()
+    live_server.calls.clear()
+    lease.run_out_after(1)  # the hook starts as the leader, and is not one at the handover
+
+    out, _ = _elect_unit_1(tmp_path, follower)
+
+    assert live_server.handovers == []
+    assert live_server.calls == []
+    assert fs.read_config() == before
+    assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
+
+
+@pytest.mark.parametrize('status', ['unreachable', 'refused', 'timed-out', 'auth-refused'])
+def test_a_handover_that_cannot_happen_ends_in_a_direct_promotion(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    live_server: FakeLive,
+    caplog: pytest.LogCaptureFixture,
+    status: live.HandoverStatus,
+) -> None:
+    """Old pod gone, FAILOVER refused, a timeout: promote as after a crash; never raise."""
+    _, follower, fs = unit_1_follows_unit_0
+    password = workload.requirepass_from_config(fs.read_config())
+    assert password
+    live_server.handover_result = live.HandoverResult(status, reason='what Valkey said')
+
+    out, _ = _elect_unit_1(tmp_path, follower)
+
+    assert len(live_server.handovers) == 1
+    assert live_server.calls[-1][0].primary_address is None
+    assert out.unit_status == ops.ActiveStatus('primary')
+    assert f'No handover ({status}: what Valkey said); promoting directly' in caplog.text
+    assert password not in caplog.text
+
+
+def test_only_a_leader_that_follows_another_units_record_asks_for_a_handover(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    live_server: FakeLive,
+) -> None:
+    """The record names this unit (re-elected, any later event): nobody to ask."""
+    leader, follower, _ = unit_1_follows_unit_0
+    ctx0 = make_context(tmp_path, 0)
+    for event in (ctx0.on.leader_elected(), ctx0.on.config_changed()):
+        ctx0.run(event, leader)
+    ctx1 = make_context(tmp_path, 1)
+    ctx1.run(ctx1.on.config_changed(), follower)  # a follower never asks
+    assert live_server.handovers == []
+
+    new_leader, ctx = _elect_unit_1(tmp_path, follower)
+    ctx.run(ctx.on.update_status(), new_leader)
+    assert len(live_server.handovers) == 1, 'once: the record names unit 1 from then on'
+
+
+@pytest.mark.parametrize('container', ['no file yet', 'pebble down', 'pebble error'])
+def test_no_running_server_no_handover(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    live_server: FakeLive,
+    monkeypatch: pytest.MonkeyPatch,
+    container: str,
+) -> None:
+    """A new pod has no file and no server yet: it cannot catch up, nor be handed anything."""
+    _, follower, fs = unit_1_follows_unit_0
+    if container == 'no file yet':
+        fs.config_file.unlink()
+    elif container == 'pebble down':
+        (valkey,) = follower.containers
+        follower = dataclasses.replace(
+            follower, containers={dataclasses.replace(valkey, can_connect=False)}
+        )
+    else:
+
+        def pull(*_: object, **__: object) -> None:
+            raise ops.pebble.ConnectionError('socket closed')
+
+        monkeypatch.setattr(ops.Container, 'pull', pull)
+
+    out, _ = _elect_unit_1(tmp_path, follower)
+
+    assert live_server.handovers == []
+    assert out.unit_status.name in {'active', 'waiting'}

@@ -344,33 +344,43 @@ def test_fake_failures_say_why_without_the_password(servers: Servers) -> None:
 
 def test_fake_handover_outcomes(servers: Servers) -> None:
     target = ('me.name', 6379)
+
+    def failover(timeout_ms: int = 5000) -> live.HandoverResult:
+        return live.hand_over(
+            old_primary=OLD,
+            target=target,
+            passwords=['pw'],
+            method='failover',
+            timeout_ms=timeout_ms,
+        )
+
     mine = servers[live.LOCAL] = FakeServer(settings())
-    assert live.hand_over(old_primary=OLD, target=target, password='pw').status == 'unreachable'
+    assert failover().status == 'unreachable'
 
     old = servers[OLD] = FakeServer(settings(primary=None), role='master')
     old.password = 'other'
-    assert live.hand_over(old_primary=OLD, target=target, password='pw').status == 'auth-refused'
+    assert failover().status == 'auth-refused'
     old.password = 'pw'
 
     old.refuse['FAILOVER'] = 'ERR FAILOVER target HOST and PORT is not a replica.'
-    refused = live.hand_over(old_primary=OLD, target=target, password='pw')
+    refused = failover()
     assert refused.status == 'refused'
     assert 'not a replica' in refused.reason
     del old.refuse['FAILOVER']
 
-    timed_out = live.hand_over(old_primary=OLD, target=target, password='pw', timeout_ms=1)
+    timed_out = failover(timeout_ms=1)
     assert timed_out.status == 'timed-out'
     assert old.sent[-1] == ('FAILOVER', 'ABORT')
 
     old.on_failover = mine
-    switched = live.hand_over(old_primary=OLD, target=target, password='pw')
+    switched = failover()
     assert switched.status == 'switched'
     assert ('FAILOVER', 'TO', 'me.name', 6379, 'TIMEOUT', 5000) in old.sent
-    again = live.hand_over(old_primary=OLD, target=target, password='pw')
+    again = failover()
     assert again.status == 'already-primary'
 
     mine.password = 'changed'
-    assert live.hand_over(old_primary=OLD, target=target, password='pw').status == 'refused'
+    assert failover().status == 'refused'
 
 
 def test_fake_pause_handover_demotes_first_then_promotes_then_unpauses(servers: Servers) -> None:
@@ -382,7 +392,7 @@ def test_fake_pause_handover_demotes_first_then_promotes_then_unpauses(servers: 
         'master_repl_offset': 100,
         'slave0': {'ip': 'me.name', 'port': 6379, 'state': 'online'},
     }
-    result = live.hand_over(old_primary=OLD, target=target, password='pw', method='pause')
+    result = live.hand_over(old_primary=OLD, target=target, passwords=['pw'], method='pause')
     assert result.status == 'switched', result
     assert [args for args in old.sent if args[0] != 'INFO'] == [
         ('CLIENT', 'PAUSE', 5000, 'WRITE'),
@@ -402,7 +412,7 @@ def test_fake_pause_handover_refusals_unpause_and_change_nothing(servers: Server
         return live.hand_over(
             old_primary=OLD,
             target=('me.name', 6379),
-            password='pw',
+            passwords=['pw'],
             method='pause',
             timeout_ms=timeout_ms,
         )

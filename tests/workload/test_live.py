@@ -347,7 +347,7 @@ def test_switchover_between_live_units_loses_no_acknowledged_write(
     result = live.hand_over(
         old_primary=old.address,
         target=cluster.resolve(unit_dns_name(1)),
-        password=PASSWORD,
+        passwords=[PASSWORD],
         local=new.address,
         method=method,
     )
@@ -377,7 +377,7 @@ def test_old_primary_unreachable_is_reported_within_the_bound(cluster: Cluster) 
     _, new, _ = cluster.units
     nothing_listens = (HOST, free_port())
     result = live.hand_over(
-        old_primary=nothing_listens, target=new.address, password=PASSWORD, local=new.address
+        old_primary=nothing_listens, target=new.address, passwords=[PASSWORD], local=new.address
     )
     assert result.status == 'unreachable', result
     assert result.seconds < live.PEER_CONNECT_TIMEOUT + 0.5
@@ -389,7 +389,7 @@ def test_old_primary_unreachable_is_reported_within_the_bound(cluster: Cluster) 
         result = live.hand_over(
             old_primary=silent.getsockname(),
             target=new.address,
-            password=PASSWORD,
+            passwords=[PASSWORD],
             local=new.address,
             connect_timeout=0.5,
         )
@@ -406,7 +406,7 @@ def test_failover_refused_leaves_both_servers_as_they_were(
     result = live.hand_over(
         old_primary=old.address,
         target=(HOST, free_port()),  # not a replica the old primary knows
-        password=PASSWORD,
+        passwords=[PASSWORD],
         local=new.address,
         method=method,
     )
@@ -430,9 +430,10 @@ def test_failover_that_times_out_is_aborted_and_the_old_primary_keeps_writing(
         result = live.hand_over(
             old_primary=old.address,
             target=frozen.address,
-            password=PASSWORD,
+            passwords=[PASSWORD],
             local=new.address,  # waits for a unit that is not the target: never primary
             timeout_ms=300,
+            method='failover',
         )
     finally:
         os.killpg(frozen.server.pid, signal.SIGCONT)
@@ -447,7 +448,7 @@ def test_failover_that_times_out_is_aborted_and_the_old_primary_keeps_writing(
 def test_handover_to_a_unit_that_already_is_primary_does_nothing(cluster: Cluster) -> None:
     old, _, _ = cluster.units
     result = live.hand_over(
-        old_primary=old.address, target=old.address, password=PASSWORD, local=old.address
+        old_primary=old.address, target=old.address, passwords=[PASSWORD], local=old.address
     )
     assert result.status == 'already-primary'
 
@@ -469,7 +470,7 @@ def test_wrong_passwords_are_a_clear_result_without_the_password(cluster: Cluste
     old, new, _ = cluster.units
     command(old.server.port, PASSWORD, 'CONFIG', 'SET', 'requirepass', NEW_PASSWORD)
     handover = live.hand_over(
-        old_primary=old.address, target=new.address, password=PASSWORD, local=new.address
+        old_primary=old.address, target=new.address, passwords=[PASSWORD], local=new.address
     )
     assert handover.status == 'auth-refused'
     assert PASSWORD not in repr(handover)
