@@ -79,9 +79,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
         framework.observe(self.on.collect_app_status, self._on_collect_app_status)
 
     def _on_leader_elected(self, _: ops.LeaderElectedEvent) -> None:
-        # The Service lives outside Juju: a previous leader may have re-pointed it
-        # and lost its lease before saying so. Re-apply it, whatever was recorded.
-        self._reconcile(repoint_primary_service=True)
+        # The Service and the servers live outside Juju: a previous leader may have
+        # re-pointed one, or taken the primary role, then lost its lease before
+        # saying so. Check them, whatever was recorded.
+        self._reconcile(recheck_outside_juju=True)
 
     def _on_peers_changed(self, _: ops.RelationChangedEvent) -> None:
         # The leader published a new record: follow the new leader, or the new password.
@@ -89,7 +90,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     def _on_upgrade_charm(self, _: ops.UpgradeCharmEvent) -> None:
         # New code may define the Service differently; `juju refresh` repairs a hand-edited one.
-        self._reconcile(repoint_primary_service=True)
+        self._reconcile(recheck_outside_juju=True)
 
     def _on_other_event(self, _: ops.EventBase) -> None:
         self._reconcile()
@@ -140,39 +141,39 @@ class ValkeyLeaderCharm(ops.CharmBase):
             logger.warning('Could not remove revision %s: %s', event.revision, type(e).__name__)
 
     def _reconcile(
-        self, *, repoint_primary_service: bool = False, app_password: AppPassword | None = None
+        self, *, recheck_outside_juju: bool = False, app_password: AppPassword | None = None
     ) -> ops.StatusBase | None:
         """Bring this unit (and the app, if it leads) in line; say what stands in the way."""
-        problem = self._converge(repoint_primary_service, app_password)
+        problem = self._converge(recheck_outside_juju, app_password)
         self._stored.problem = [problem.name, problem.message] if problem else []
         return problem
 
-    def _converge(
-        self, repoint_primary_service: bool, app_password: AppPassword | None
-    ) -> ops.StatusBase | None:
+    def _converge(self, recheck: bool, app_password: AppPassword | None) -> ops.StatusBase | None:
         if self.unit.is_leader():
             try:
-                own, users, leader_problem = self._perform_leader_duties(
-                    repoint_primary_service, app_password
-                )
+                return self._perform_leader_duties(recheck, app_password)
             except LeadershipLostError:
                 logger.warning('Lost leadership during the hook; the new leader takes over')
                 return ops.WaitingStatus('lost leadership; waiting for the new leader')
             except ops.ModelError as e:
                 logger.error('Leader duties failed: %s', type(e).__name__)
                 return ops.WaitingStatus(f'leader duties failed ({type(e).__name__}); retrying')
-            return most_severe(leader_problem, self._configure_workload(None, own.password, users))
         leader = self._leader_to_follow()
         if isinstance(leader, ops.StatusBase):
             return leader
         # A non-leader reads the secret by the id the leader published; it never creates one.
         password = password_secret.read_published(self.model, leader.password_secret_id)
-        return self._configure_workload(leader, password, clients.users_for_this_unit(self.model))
+        users = clients.users_for_this_unit(self.model)
+        return self._configure_workload(leader, password, users, recheck)
 
     def _configure_workload(
-        self, primary: LeaderRecord | None, password: str | ops.StatusBase, users: clients.Users
+        self,
+        primary: LeaderRecord | None,
+        password: str | ops.StatusBase,
+        users: clients.Users,
+        recheck: bool,
     ) -> ops.StatusBase | None:
-        """Render this unit's file (the primary's if ``primary`` is None), push it, run Valkey."""
+        """Render this unit's file (the primary's if ``primary`` is None); make Valkey run it."""
         config, config_problem = applicable(self.load_config, self._stored.last_good_options)
         if config is None:
             return None  # collect-status reports the config's problem
@@ -186,10 +187,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
             password=password,
             primary_address=primary.address if primary else None,
             users=users,
-            announce_host=self._address,  # how a primary lists this unit: see take_over
+            announce_host=self._address,  # a primary lists this unit by it: for a handover
         )
         container = self.unit.get_container(workload.CONTAINER)
-        applied = workload_container.configure(container, settings, self.charm_dir / 'templates')
+        templates = self.charm_dir / 'templates'
+        applied = workload_container.configure(container, settings, templates, recheck=recheck)
         if isinstance(applied, ops.StatusBase):
             return applied
         self._stored.file_role = leadership.role(primary)
@@ -201,27 +203,30 @@ class ValkeyLeaderCharm(ops.CharmBase):
     # -- The leader's duties: everything a non-leader must never do, in one place.
 
     def _perform_leader_duties(
-        self, repoint_primary_service: bool, app_password: AppPassword | None
-    ) -> tuple[AppPassword, clients.Users, ops.StatusBase | None]:
-        """Secret, Service, peer record, clients; returns the password, the users, a problem.
+        self, recheck: bool, app_password: AppPassword | None
+    ) -> ops.StatusBase | None:
+        """Secret, clients, this unit's server, Service, peer record; returns a problem.
 
         1. The app secret with the password: a new leader reuses its predecessor's.
-        2. The old leader's server, if it still runs: it hands the primary role over.
-        3. The ``<app>-primary`` Kubernetes Service: it must select this unit's pod.
-        4. The leader record in the peer application databag: how the others learn.
-        5. Every client relation's user, answer and secret; the users, for the others.
+        2. Every client relation's user, answer and secret; the users, for the others.
+        3. This unit's server becomes the primary: the old one hands over if it answers.
+        4. The ``<app>-primary`` Kubernetes Service selects this unit's pod, now writable.
+        5. The leader record in the peer application databag: how the others learn.
         """
         previous = self._previous_record()
         if app_password is None:
             app_password = password_secret.ensure(
                 self.model, previous, before_write=self._ensure_still_leader
             )
-        if previous is not None and previous.unit != self.unit.name:  # the lease moved here
-            self._ensure_still_leader()  # the old leader's pod may live on, as the primary
-            container = self.unit.get_container(workload.CONTAINER)
-            workload_container.take_over(container, previous.address, self._address)
-        service_problem = None
-        if repoint_primary_service or not self._stored.primary_service_applied:
+        relation = self.model.get_relation(PEER_ENDPOINT)
+        served = clients.serve(
+            self, relation, self._stored.valkey_version, before_write=self._ensure_still_leader
+        )
+        self._stored.clients_problem = served.remembered_problem  # for collect-status
+        # Taking the primary role changes the workload of another unit: check right before.
+        self._ensure_still_leader()
+        problem = self._configure_workload(None, app_password.password, served.users, recheck)
+        if recheck or not self._stored.primary_service_applied:
             # Imported here: the other hooks are spared importing lightkube (benchmark).
             import primary_service  # noqa: PLC0415
 
@@ -230,13 +235,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 self.app, self.model.name, self.unit.name, before_write=self._ensure_still_leader
             )
             self._stored.primary_service_applied = service_problem is None
+            problem = most_severe(service_problem, problem)
         record = LeaderRecord(
             unit=self.unit.name,
             address=self._address,
             password_secret_id=app_password.secret_id,
             password_revision=app_password.revision,
         )
-        relation = self.model.get_relation(PEER_ENDPOINT)
         # No peer relation before Juju creates it (right after install):
         # relation-created runs us again. An unchanged record is not rewritten:
         # that would wake every peer up for nothing.
@@ -245,12 +250,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             self._ensure_still_leader()
             relation.save(record, self.app)
             logger.info('Published %s as the leader at %s', record.unit, record.address)
-        # Clients: answers, their secrets and grants, their users for the others' files.
-        served = clients.serve(
-            self, relation, self._stored.valkey_version, before_write=self._ensure_still_leader
-        )
-        self._stored.clients_problem = served.remembered_problem  # for collect-status
-        return app_password, served.users, service_problem
+        return problem
 
     def _ensure_still_leader(self) -> None:
         """Confirm leadership right before a leader-only write.

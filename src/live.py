@@ -43,18 +43,18 @@ How the charm calls it, in its one reconcile path:
   ``secret-changed`` (the password: the leader in its own hook, the others
   on ``valkey-peers-relation-changed``), and a follower following a new
   leader (``REPLICAOF``).
-* On a new leader's first hook, when the peer databag still names another
-  unit as the leader (a leader duty, in ``charm.py``): check ``is_leader()``
-  again, then ``workload_container.take_over`` calls ``hand_over(old_primary=
-  (old leader's stable DNS name, 6379), target=(own stable DNS name, 6379))``
-  with the password in this unit's file, before the ``<app>-primary`` Service
-  is re-pointed. ``method='pause'`` meets issue 10's targets (a few ms,
-  docs/benchmark.md); ``'failover'`` (Valkey's own ``FAILOVER``) waits up to a
-  second for the replica's periodic ACK. ``switched`` or ``already-primary``:
-  go on (``apply_live`` then finds the role right). Anything else
-  (``unreachable`` within a second when the old pod is gone, ``refused``,
-  ``timed-out``, ``auth-refused``): log the reason and go on: ``apply_live``
-  promotes with ``REPLICAOF NO ONE``.
+* A new leader (its file says primary, its server replicates from the old
+  primary): the same ``apply_live``, after the charm checked ``is_leader()``
+  again. The server's link to its primary is up, so the old primary is
+  alive: ``hand_over`` from it (``master_host``/``master_port`` of ``INFO
+  replication``: no peer data needed) to this unit as the old primary lists
+  it (its ``replica-announce-ip``, the stable DNS name in the file). The
+  charm's ``method='pause'`` meets issue 10's targets (a few ms,
+  docs/benchmark.md); ``'failover'`` (Valkey's own ``FAILOVER``) waits up to
+  a second for the replica's periodic ACK. Whatever the outcome, the
+  promotion follows (``REPLICAOF NO ONE``). On ``leader-elected`` the charm
+  runs ``apply_live`` even when the file did not change: a leader that lost
+  its lease right after a handover may have taken the role from this unit.
 * The demoted unit's own hook later: its file says replica; after a
   handover its server already follows the new primary (``unchanged``).
 """
@@ -124,6 +124,8 @@ class LiveResult:
     """The settings changed, by Valkey's name (and ``role``), in the order applied."""
     reason: str = ''
     """Why a live apply was impossible; never holds a password."""
+    handover: HandoverResult | None = None
+    """How the old primary handed over, when this apply promoted the server."""
 
     @property
     def restart_needed(self) -> bool:
@@ -225,6 +227,13 @@ def apply_live(
     of every differing option, then ``REPLICAOF`` if the role or the primary
     differs.
 
+    A promotion (``REPLICAOF NO ONE``) of a server whose link to its primary
+    is up starts with ``hand_over`` from that primary: it may still take
+    writes (Juju moved the lease, the old leader's pod lives on). Whatever the
+    handover's outcome (in ``LiveResult.handover``), the server is then
+    promoted: if the old primary refused or did not answer within a second,
+    as after a crash.
+
     The password change, and why replication never needs a restart for it:
 
     * Valkey checks a password when a connection authenticates, not after: a
@@ -265,10 +274,23 @@ def apply_live(
             pipe.execute_command('CONFIG', 'GET', *LIVE_OPTIONS)
             pipe.execute_command('INFO', 'replication')
             config_reply, info_reply = pipe.execute()
-            todo = plan(settings, _pairs(config_reply), _info(info_reply), resolve)
+            replication = _info(info_reply)
+            todo = plan(settings, _pairs(config_reply), replication, resolve)
             if not todo.changes:
                 return LiveResult('unchanged')
-            return _execute(connected, todo, passwords)
+            handover = None
+            linked = replication.get('master_link_status') == 'up'
+            if todo.role == ('NO', 'ONE') and linked and settings.announce_host:
+                # Its primary still answers: it may hold writes this server has not
+                # received yet. It hands over first; then REPLICAOF NO ONE is a no-op.
+                old = (str(replication['master_host']), int(str(replication['master_port'])))
+                handover = hand_over(
+                    old_primary=old,
+                    target=resolve(settings.announce_host),
+                    passwords=passwords,
+                    local=address,
+                )
+            return dataclasses.replace(_execute(connected, todo, passwords), handover=handover)
     except valkey.exceptions.ResponseError as e:
         reason = f'reading the settings refused: {_scrub(str(e), passwords)}'
         return LiveResult('refused', reason=reason)

@@ -37,14 +37,22 @@ class Applied:
 
 
 def configure(
-    container: ops.Container, settings: workload.ValkeySettings, templates_dir: Path
+    container: ops.Container,
+    settings: workload.ValkeySettings,
+    templates_dir: Path,
+    *,
+    recheck: bool = False,
 ) -> Applied | ops.StatusBase:
-    """Render the file; push it, and (re)start Valkey, if anything changed; or say why not."""
+    """Render the file; push it, and (re)start Valkey, if anything changed; or say why not.
+
+    ``recheck``: compare the running server with the file even if the file is
+    unchanged (a previous leader may have changed the server's role live).
+    """
     if not container.can_connect():
         return ops.WaitingStatus('waiting for Pebble in the valkey container')
     config_text = workload.render_config(settings, templates_dir)
     try:
-        return apply(container, config_text, settings)
+        return apply(container, config_text, settings, recheck=recheck)
     except ops.pebble.Error as e:
         # Not re-raised: a traceback would only make Juju retry this one event;
         # every later event retries anyway, from the same inputs.
@@ -53,7 +61,11 @@ def configure(
 
 
 def apply(
-    container: ops.Container, config_text: str, settings: workload.ValkeySettings
+    container: ops.Container,
+    config_text: str,
+    settings: workload.ValkeySettings,
+    *,
+    recheck: bool = False,
 ) -> Applied:
     """Bring the container, and the server running in it, in line with ``config_text``."""
     previous = _pull(container)
@@ -70,7 +82,7 @@ def apply(
         container.replan()  # starts the service, or restarts it if its definition changed
     elif not container.get_service(workload.SERVICE).is_running():
         container.start(workload.SERVICE)  # it reads the file as it starts
-    elif pushed and _restart_needed(settings, previous, config_text):
+    elif (pushed or recheck) and _restart_needed(settings, previous, config_text):
         container.restart(workload.SERVICE)
     # A new plan means a new container (a new image, so maybe a new Valkey)
     # or a new charm revision: the only times the version can change.
@@ -91,6 +103,8 @@ def _restart_needed(
     if not result.restart_needed and _user_lines(previous) != _user_lines(config_text):
         # Valkey does not replicate users and reads `user` lines only at start.
         result = live.apply_users(settings.users, passwords=passwords, address=live.LOCAL)
+    if result.handover is not None:
+        _log_handover(result.handover)
     if result.restart_needed:
         logger.info('Restarting Valkey: %s', result.reason)
     elif result.changes:
@@ -98,37 +112,12 @@ def _restart_needed(
     return result.restart_needed
 
 
-def take_over(container: ops.Container, old_primary: str, own_address: str) -> None:
-    """Ask the old leader's server to hand the primary role over to this unit's, live.
-
-    Juju may move the lease while the old leader's pod keeps running (its
-    agent restarted, it lost touch with the controller): its server is then
-    still the primary, and may hold writes this unit has not received yet.
-    ``live.hand_over`` pauses its writes, waits until this unit has every one,
-    demotes it, then promotes this unit: no acknowledged write is lost, and at
-    no moment are there two primaries. If it does not answer within a second
-    (its pod is gone) or refuses, this unit's live apply promotes it directly,
-    as after a crash. Never raises: the reconcile goes on either way.
-    """
-    try:
-        previous = _pull(container) if container.can_connect() else None
-    except ops.pebble.Error as e:
-        logger.warning('No handover: could not read the config file (%s)', type(e).__name__)
-        return
-    password = workload.requirepass_from_config(previous) if previous else None
-    if password is None:
-        return  # no file, so no server: nothing to hand over to
-    result = live.hand_over(
-        old_primary=live.same_host(old_primary),
-        # As the old primary lists this unit: by the name it announces (replica-announce-ip).
-        target=live.same_host(own_address),
-        passwords=[password],  # what the running servers have: this unit's file's
-        local=live.LOCAL,
-    )
-    if result.status == 'switched':
-        logger.info('The old primary handed over in %.0f ms', result.seconds * 1000)
-    elif result.status != 'already-primary':
-        logger.warning('No handover (%s: %s); promoting directly', result.status, result.reason)
+def _log_handover(handover: live.HandoverResult) -> None:
+    if handover.status == 'switched':
+        logger.info('The old primary handed over in %.0f ms', handover.seconds * 1000)
+    else:
+        reason = f'{handover.status}: {handover.reason}'
+        logger.warning('No handover (%s); promoting directly', reason)
 
 
 def _user_lines(config_text: str | None) -> list[str]:

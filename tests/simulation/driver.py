@@ -76,7 +76,7 @@ import shutil
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 import ops
 from ops import testing
@@ -99,6 +99,7 @@ from ..workload.valkey_server import ValkeyServer
 
 MAX_ROUNDS: Final = 30
 PASSWORD_LABEL: Final = 'admin-password'
+_HAND_OVER: Final = live.hand_over
 PRIMARY_SERVICE: Final = primary_service.service_name(APP)
 
 DEPLOY_EVENTS: Final = ('install', 'relation-created', 'config-changed', 'start', 'pebble-ready')
@@ -191,7 +192,9 @@ class LeaseExpiry:
     noticed: bool = True
     points: tuple[str, ...] = ('kubernetes',)
     """Which slow calls count for ``at_slow_call``: ``kubernetes`` (every API
-    request), ``pebble`` (every Pebble request, :data:`SLOW_PEBBLE_CALLS`)."""
+    request), ``pebble`` (every Pebble request, :data:`SLOW_PEBBLE_CALLS`),
+    ``valkey`` (a new leader's handover from the old primary; the lease runs
+    out once the handover is over)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -665,6 +668,12 @@ class Application:
 
             setattr(container, name, watched)
 
+    def _hand_over(self, **kwargs: Any) -> live.HandoverResult:
+        """``live.hand_over``, a slow call: it waits for another unit's server to catch up."""
+        result = _HAND_OVER(**kwargs)
+        self.slow_call(f'valkey hand_over: {result.status}')
+        return result
+
     def _address_of(self, dns_name: str) -> tuple[str, int]:
         return ('127.0.0.1', self.port_of(dns_name))
 
@@ -863,7 +872,12 @@ class Application:
                 self._watch_service_restarts(container, running)
             # The charm reaches its unit's server on the pod's loopback, and a
             # primary by its stable DNS name; here each server has its own port.
-            with _patched(live, LOCAL=('127.0.0.1', unit.server.port), same_host=self._address_of):
+            with _patched(
+                live,
+                LOCAL=('127.0.0.1', unit.server.port),
+                same_host=self._address_of,
+                hand_over=self._hand_over,
+            ):
                 return manager.run()
 
     @staticmethod

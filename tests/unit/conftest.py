@@ -276,20 +276,6 @@ class FakeLive:
         default_factory=lambda: live.LiveResult('applied', changes=('ACL SETUSER',))
     )
 
-    handovers: list[tuple[live.Address, live.Address, list[str]]] = dataclasses.field(
-        default_factory=list[tuple['live.Address', 'live.Address', list[str]]]
-    )
-    """``(old_primary, target, passwords)`` of each ``live.hand_over`` call."""
-    handover_result: live.HandoverResult = dataclasses.field(
-        default_factory=lambda: live.HandoverResult('switched', seconds=0.004)
-    )
-
-    def hand_over(
-        self, *, old_primary: live.Address, target: live.Address, passwords: list[str], **_: object
-    ) -> live.HandoverResult:
-        self.handovers.append((old_primary, target, list(passwords)))
-        return self.handover_result
-
     def apply_live(
         self, settings: workload.ValkeySettings, *, passwords: list[str], **_: object
     ) -> live.LiveResult:
@@ -307,7 +293,6 @@ def live_server(monkeypatch: pytest.MonkeyPatch) -> FakeLive:
     fake = FakeLive()
     monkeypatch.setattr(live, 'apply_live', fake.apply_live)
     monkeypatch.setattr(live, 'apply_users', fake.apply_users)
-    monkeypatch.setattr(live, 'hand_over', fake.hand_over)
     return fake
 
 

@@ -296,145 +296,119 @@ def test_a_retried_hook_on_a_unit_that_no_longer_leads_does_only_a_followers_wor
     assert out.unit_status == ops.ActiveStatus(f'replica of {unit_name(1)}')
 
 
-# -- The coordinated switchover: a new leader asks the old primary to hand over.
+# -- A new leader takes the primary role: after checking leadership, before the Service.
 
 
 def published_address(state: testing.State) -> str:
     return json.loads(peer_app_data(state)['leader-address'])
 
 
-def _elect_unit_1(tmp_path: Path, follower: testing.State) -> tuple[testing.State, Ctx]:
+def _elect_unit_1(tmp_path: Path, follower: testing.State) -> testing.State:
     ctx = make_context(tmp_path, 1)
-    return ctx.run(ctx.on.leader_elected(), dataclasses.replace(follower, leader=True)), ctx
+    return ctx.run(ctx.on.leader_elected(), dataclasses.replace(follower, leader=True))
 
 
-def test_a_new_leader_asks_the_old_primary_to_hand_over_before_anything_points_at_it(
+def test_a_new_leader_takes_the_primary_role_before_the_service_points_at_it(
     tmp_path: Path,
     unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
     live_server: FakeLive,
     kubernetes: FakeKubernetes,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The lease moved while the old leader's pod may still run its primary: the
-    new leader asks it to hand over (no acknowledged write lost), then promotes."""
-    leader, follower, fs = unit_1_follows_unit_0
-    file_password = workload.requirepass_from_config(fs.read_config())
-    live_server.calls.clear()
-    requests_before: list[int] = []
-    original = live_server.hand_over
+    """The live apply promotes (after a handover, if the old primary answers: see
+    ``live.apply_live``); only then does ``<app>-primary`` send clients to it."""
+    _, follower, fs = unit_1_follows_unit_0
+    applies_at_promotion: list[int] = []
+    original = live_server.apply_live
 
-    def hand_over(**kwargs: Any) -> live.HandoverResult:
-        requests_before.append(len(kubernetes.applies))
-        return original(**kwargs)
+    def apply_live(settings: workload.ValkeySettings, **kwargs: Any) -> live.LiveResult:
+        applies_at_promotion.append(len(kubernetes.applies))
+        return original(settings, **kwargs)
 
-    monkeypatch.setattr(live, 'hand_over', hand_over)
+    monkeypatch.setattr(live, 'apply_live', apply_live)
     applied_before = len(kubernetes.applies)
+    live_server.calls.clear()
 
-    out, _ = _elect_unit_1(tmp_path, follower)
+    out = _elect_unit_1(tmp_path, follower)
 
-    assert live_server.handovers == [
-        (
-            live.same_host(published_address(leader)),
-            live.same_host(published_address(out)),  # as unit 0 lists it: see the file
-            [file_password],
-        )
-    ]
-    # Until the old primary handed over, the Service still selects it.
-    assert requests_before == [applied_before]
-    assert len(kubernetes.applies) == applied_before + 1
+    (promoted, _), *_ = live_server.calls
+    assert promoted.primary_address is None
+    assert promoted.announce_host == published_address(out)  # how the old primary lists it
     assert f'replica-announce-ip {published_address(out)}' in fs.read_config()
-    assert live_server.calls[-1][0].primary_address is None  # then the live apply promotes
-    assert role_in_file(fs) == 'primary'
+    assert applies_at_promotion == [applied_before]
+    assert len(kubernetes.applies) == applied_before + 1
+    assert kubernetes.selected_pod() == f'{APP}-1'
     assert out.unit_status == ops.ActiveStatus('primary')
 
 
-def test_the_lease_running_out_before_the_handover_leaves_the_old_primary_alone(
+def test_the_lease_running_out_before_the_promotion_leaves_the_servers_alone(
     tmp_path: Path,
     unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
     live_server: FakeLive,
     lease: Lease,
 ) -> None:
-    """The handover makes this unit the primary: the 30 s rule applies right before it."""
+    """Taking the role changes another unit's server too: the 30 s rule applies."""
     _, follower, fs = unit_1_follows_unit_0
     before = fs.read_config()
     live_server.calls.clear()
-    lease.run_out_after(1)  # the hook starts as the leader, and is not one at the handover
+    lease.run_out_after(1)  # the hook starts as the leader, and is not one at the promotion
 
-    out, _ = _elect_unit_1(tmp_path, follower)
+    out = _elect_unit_1(tmp_path, follower)
 
-    assert live_server.handovers == []
     assert live_server.calls == []
     assert fs.read_config() == before
     assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
 
 
-@pytest.mark.parametrize('status', ['unreachable', 'refused', 'timed-out', 'auth-refused'])
-def test_a_handover_that_cannot_happen_ends_in_a_direct_promotion(
+def test_leader_elected_rechecks_the_running_server_even_when_the_file_is_unchanged(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    live_server: FakeLive,
+) -> None:
+    """A leader that lost its lease right after a handover may have taken the
+    role from this unit's server without changing this unit's file."""
+    leader, _, _ = unit_1_follows_unit_0
+    ctx = make_context(tmp_path, 0)
+    live_server.calls.clear()
+    ctx.run(ctx.on.config_changed(), leader)
+    assert live_server.calls == [], 'an unchanged file costs no connection'
+
+    ctx.run(ctx.on.leader_elected(), leader)
+    ((settings, _),) = live_server.calls
+    assert settings.primary_address is None
+
+
+@pytest.mark.parametrize(
+    ('handover', 'logged'),
+    [
+        (live.HandoverResult('switched', seconds=0.0042), 'The old primary handed over in 4 ms'),
+        (
+            live.HandoverResult('unreachable', reason='no answer from old:6379'),
+            'No handover (unreachable: no answer from old:6379); promoting directly',
+        ),
+        (
+            live.HandoverResult('timed-out', reason='this unit did not catch up within 5000 ms'),
+            'No handover (timed-out: this unit did not catch up within 5000 ms); '
+            'promoting directly',
+        ),
+    ],
+)
+def test_the_log_says_how_the_primary_role_was_taken(
     tmp_path: Path,
     unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
     live_server: FakeLive,
     caplog: pytest.LogCaptureFixture,
-    status: live.HandoverStatus,
+    handover: live.HandoverResult,
+    logged: str,
 ) -> None:
-    """Old pod gone, FAILOVER refused, a timeout: promote as after a crash; never raise."""
+    """Old pod gone, FAILOVER refused, a timeout: the unit is promoted; never raises."""
     _, follower, fs = unit_1_follows_unit_0
     password = workload.requirepass_from_config(fs.read_config())
     assert password
-    live_server.handover_result = live.HandoverResult(status, reason='what Valkey said')
+    live_server.result = live.LiveResult('applied', changes=('role',), handover=handover)
 
-    out, _ = _elect_unit_1(tmp_path, follower)
+    out = _elect_unit_1(tmp_path, follower)
 
-    assert len(live_server.handovers) == 1
-    assert live_server.calls[-1][0].primary_address is None
-    assert out.unit_status == ops.ActiveStatus('primary')
-    assert f'No handover ({status}: what Valkey said); promoting directly' in caplog.text
+    assert logged in caplog.text
     assert password not in caplog.text
-
-
-def test_only_a_leader_that_follows_another_units_record_asks_for_a_handover(
-    tmp_path: Path,
-    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
-    live_server: FakeLive,
-) -> None:
-    """The record names this unit (re-elected, any later event): nobody to ask."""
-    leader, follower, _ = unit_1_follows_unit_0
-    ctx0 = make_context(tmp_path, 0)
-    for event in (ctx0.on.leader_elected(), ctx0.on.config_changed()):
-        ctx0.run(event, leader)
-    ctx1 = make_context(tmp_path, 1)
-    ctx1.run(ctx1.on.config_changed(), follower)  # a follower never asks
-    assert live_server.handovers == []
-
-    new_leader, ctx = _elect_unit_1(tmp_path, follower)
-    ctx.run(ctx.on.update_status(), new_leader)
-    assert len(live_server.handovers) == 1, 'once: the record names unit 1 from then on'
-
-
-@pytest.mark.parametrize('container', ['no file yet', 'pebble down', 'pebble error'])
-def test_no_running_server_no_handover(
-    tmp_path: Path,
-    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
-    live_server: FakeLive,
-    monkeypatch: pytest.MonkeyPatch,
-    container: str,
-) -> None:
-    """A new pod has no file and no server yet: it cannot catch up, nor be handed anything."""
-    _, follower, fs = unit_1_follows_unit_0
-    if container == 'no file yet':
-        fs.config_file.unlink()
-    elif container == 'pebble down':
-        (valkey,) = follower.containers
-        follower = dataclasses.replace(
-            follower, containers={dataclasses.replace(valkey, can_connect=False)}
-        )
-    else:
-
-        def pull(*_: object, **__: object) -> None:
-            raise ops.pebble.ConnectionError('socket closed')
-
-        monkeypatch.setattr(ops.Container, 'pull', pull)
-
-    out, _ = _elect_unit_1(tmp_path, follower)
-
-    assert live_server.handovers == []
-    assert out.unit_status.name in {'active', 'waiting'}
+    assert out.unit_status == ops.ActiveStatus('primary')

@@ -342,6 +342,43 @@ def test_fake_failures_say_why_without_the_password(servers: Servers) -> None:
     assert result.reason.startswith('reading the settings refused: NOPERM')
 
 
+def test_a_promotion_asks_a_primary_that_still_answers_to_hand_over_first(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[dict[str, object]] = []
+
+    def hand_over(**kwargs: object) -> live.HandoverResult:
+        asked.append(kwargs)
+        return live.HandoverResult('switched', seconds=0.003)
+
+    monkeypatch.setattr(live, 'hand_over', hand_over)
+    mine = servers[live.LOCAL] = FakeServer(settings())
+    following: dict[str, object] = {'role': 'slave', 'master_host': 'old.name'}
+    following['master_port'] = 6379
+
+    mine.replication = following | {'master_link_status': 'down'}  # the old pod is gone
+    direct = live.apply_live(settings(primary=None), passwords=['pw'])
+    assert (asked, direct.handover, mine.replication) == ([], None, {'role': 'master'})
+
+    mine.replication = following | {'master_link_status': 'up'}
+    nameless = dataclasses.replace(settings(primary=None), announce_host=None)
+    without_name = live.apply_live(nameless, passwords=['pw'])
+    assert (asked, without_name.handover) == ([], None), 'the old primary could not name it'
+
+    mine.replication = following | {'master_link_status': 'up'}
+    handed = live.apply_live(settings(primary=None), passwords=['pw', 'old'])
+    assert asked == [
+        {
+            'old_primary': ('old.name', 6379),  # whom its server follows: no peer data needed
+            'target': (OWN_NAME, 6379),
+            'passwords': ['pw', 'old'],
+            'local': live.LOCAL,
+        }
+    ]
+    assert handed.handover == live.HandoverResult('switched', seconds=0.003)
+    assert mine.replication == {'role': 'master'}  # promoted whatever the outcome
+
+
 def test_fake_handover_outcomes(servers: Servers) -> None:
     target = ('me.name', 6379)
 

@@ -313,14 +313,19 @@ def test_leader_change_with_the_old_primary_gone(cluster: Cluster) -> None:
 
 
 def test_a_former_primary_becomes_a_replica_live(cluster: Cluster) -> None:
-    """primary -> replica on one unit, replica -> primary on another, both live."""
+    """replica -> primary on one unit, primary -> replica on another, both live.
+
+    The old primary still answers: the promotion starts with its handover, which
+    already makes it a replica of the new one; its own file follows later.
+    """
     old, new, other = cluster.units
     before = [unit.identity() for unit in cluster.units]
-    assert cluster.reconcile(new, cluster.settings(1, primary=1)).changes == ('role',)
-    for unit in (old, other):
-        assert cluster.reconcile(unit, cluster.settings(unit.unit_id, primary=1)).changes == (
-            'role',
-        )
+    promoted = cluster.reconcile(new, cluster.settings(1, primary=1))
+    assert promoted.changes == ('role',)
+    assert promoted.handover is not None
+    assert promoted.handover.status == 'switched', promoted.handover
+    assert cluster.reconcile(old, cluster.settings(0, primary=1)).changes == ()
+    assert cluster.reconcile(other, cluster.settings(2, primary=1)).changes == ('role',)
     command(new.server.port, PASSWORD, 'SET', 'on the new primary', '1')
     for unit in (old, other):
         cluster.wait_in_sync(new, unit)
