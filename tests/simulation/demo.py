@@ -30,7 +30,15 @@ import redis.exceptions
 
 from ..workload import valkey_server
 from ..workload.charm_unit import APP, MODEL, unit_name
-from .driver import PRIMARY_SERVICE, Application, Hook, LeaseExpiry, Settled, UnitView
+from .driver import (
+    PRIMARY_SERVICE,
+    Application,
+    ClientCredentials,
+    Hook,
+    LeaseExpiry,
+    Settled,
+    UnitView,
+)
 
 KEYS = 20
 
@@ -61,6 +69,8 @@ class Narrator:
             self.say(f'{pad}pointed the {PRIMARY_SERVICE} Service at pod {hook.service_selects}')
         if hook.published:
             self.say(f'{pad}published in the peer app databag: {published(hook)}')
+        for relation in hook.answered:
+            self.say(f'{pad}answered the client in the app databag of {relation}')
         if hook.wrote:
             self.say(f'{pad}wrote /run/valkey/valkey.conf: {hook.wrote}')
         if hook.workload:
@@ -251,6 +261,72 @@ class Demo:
         self.show_primary(1)
         return settled
 
+    def client_keeps_its_credentials(self) -> Settled:
+        """Issue 13: a client integrated, then a leadership change it does not notice."""
+        app = self.app
+        leader = app.leader()
+        check(leader is not None, 'Juju has a leader')
+        old = leader.unit_id if leader is not None else 0
+        new = (old + 1) % len(app.units)
+        self.say('  juju integrate shop valkey-leader-k8s: shop asks for the keys under shop:.')
+        self.say('  Every unit gets valkey-client-relation-created and -changed; only the')
+        self.say(
+            f'  leader (unit/{old}) answers: a user, its password in a secret granted to shop,'
+        )
+        self.say(f'  and {PRIMARY_SERVICE} as the address for writes. It tells the other units')
+        self.say('  about the user (not the password) in the peer databag: Valkey does not')
+        self.say('  replicate users, so each unit writes the user into its own file:')
+        relation = app.integrate_client('shop', resource='shop:*')
+        joined = app.settle()
+        self.narrator.settled(joined)
+        before = app.client_credentials(relation.id)
+        self.say(
+            f'  shop reads: user {before.username}, keys {before.resource}, writes to '
+            f'{before.endpoints.split(".")[0]}, password in secret revision '
+            f'{before.secret_revision}'
+        )
+        self.client_works(before, 'shop:basket:1', old)
+        self.say(f"  Juju moves the lease to unit/{new} (unit/{old}'s pod keeps running):")
+        app.elect(new)
+        moved = app.settle()
+        self.narrator.settled(moved)
+        after = app.client_credentials(relation.id)
+        same = [
+            (after.username, after.endpoints, after.secret_id, after.secret_revision)
+            == (before.username, before.endpoints, before.secret_id, before.secret_revision),
+            after.password == before.password,
+        ]
+        check(all(same), "the new leader left the client's credentials and address unchanged")
+        self.say('  shop reads the same user, password (same secret revision) and address; the')
+        self.say(f'  address now reaches unit/{new}, the new primary:')
+        self.client_works(after, 'shop:basket:2', new)
+        check(
+            before.password not in self.narrator.transcript.getvalue(),
+            "the client's password was not printed",
+        )
+        self.show_primary(new)
+        return Settled(
+            hooks=joined.hooks + moved.hooks,
+            rounds=joined.rounds + moved.rounds,
+            checks=joined.checks + moved.checks,
+        )
+
+    def client_works(self, creds: ClientCredentials, key: str, primary: int) -> None:
+        """Check and say: the address leads to ``primary``; the user may use its keys only."""
+        port = self.app.resolve(creds.endpoints)
+        check(port == self.app.server(primary).port, f'the address reaches unit/{primary}')
+        check(client_can(self.app, creds, port, 'SET', key, 'apples'), f'shop may write {key}')
+        check(
+            not client_can(self.app, creds, port, 'GET', 'deploy:0'), 'shop may not read deploy:0'
+        )
+        for unit in self.app.live_units():
+            allowed = client_can(self.app, creds, unit.server.port, 'EXISTS', key)
+            check(allowed, f'{unit.name} knows the user')
+            refused = not client_can(self.app, creds, unit.server.port, 'EXISTS', 'deploy:0')
+            check(refused, f'{unit.name} refuses the user outside shop:')
+        self.say(f'  through it, shop wrote {key} on unit/{primary}; reading deploy:0 was refused')
+        self.say('  (NOPERM); every live server knows the user and refuses it outside shop:')
+
     def lease_runs_out(self) -> Settled:
         """Issue 12's sequence (opt-in: ``tox -e demo -- --lease-runs-out``)."""
         self.say('  Juju moves the lease to unit/0 (its pod keeps running: say its agent')
@@ -265,6 +341,19 @@ class Demo:
         check(not self.app.errors, f'no hook raised ({self.app.errors})')
         self.show_primary(1)
         return settled
+
+
+def client_can(app: Application, creds: ClientCredentials, port: int, *command: str) -> bool:
+    """Whether the server on ``port`` lets the client's user run ``command`` (no ``NOPERM``)."""
+    with valkey_server.Client(port, creds.password, username=creds.username) as client:
+        try:
+            client.command(*command)
+        except redis.exceptions.NoPermissionError:
+            return False
+        except redis.exceptions.AuthenticationError:
+            who = app.unit_of_port(port)
+            raise AssertionError(f"{who} refuses the client's credentials") from None
+    return True
 
 
 def run(
@@ -297,6 +386,12 @@ def run(
             scenarios.append(
                 ("5. unit/0's lease runs out in its leader-elected", demo.lease_runs_out)
             )
+        scenarios.append(
+            (
+                f'{len(scenarios) + 1}. juju integrate shop; then the lease moves',
+                demo.client_keeps_its_credentials,
+            )
+        )
         for title, scenario in scenarios:
             say(f'=== {title} ' + '=' * max(3, 75 - len(title)))
             passwords.update(app.password_revisions().values() if app.secrets else ())

@@ -19,12 +19,22 @@ What the driver holds, as Juju would:
   sees a new revision only when it reads with ``refresh=True``. Once no unit
   tracks an old revision, the leader gets ``secret-remove`` for it;
 * who is **leader**, and the **config**, which is the application's;
+* the **client relations** (:meth:`Application.integrate_client`): a client
+  application that is not run, whose application databag holds its request;
+  this application's databag in the relation (only the leader's hooks can
+  change it); the grants of the app secrets the leader made to the client,
+  which :meth:`Application.client_credentials` honours as Juju does for the
+  client's ``secret-get``;
 * one **event queue** per unit, delivered in the order Juju uses:
 
   - deploy: ``install``, ``valkey-peers-relation-created``, ``leader-elected``
     (the leader only), ``config-changed``, ``start``, ``valkey-pebble-ready``
     (Pebble answers from then on);
   - ``juju config``: ``config-changed`` on every unit;
+  - ``juju integrate <client> <app>``: ``valkey-client-relation-created``,
+    then ``valkey-client-relation-changed`` on every unit;
+    ``juju remove-relation``: ``valkey-client-relation-departed``, then
+    ``valkey-client-relation-broken`` on every unit;
   - a pod deleted (``kubectl delete pod``, eviction, node failure): ``stop`` on
     the dying pod; the StatefulSet recreates it under the same unit name, with
     its storage but a new charm container (no StoredState) and a new workload
@@ -54,11 +64,14 @@ unit gets ``update-status``; if none of those changes anything (no file
 pushed, no server restarted, no databag or secret write, no event queued), the
 application has converged. A bound on rounds turns a loop into a failure.
 
-Addresses: a follower's file says ``replicaof <leader pod>.<app>-endpoints.
-<model>.svc.cluster.local 6379``. Each unit's server listens on its own free
-port on 127.0.0.1; the driver maps the DNS name in the file to that port and
-passes ``--replicaof 127.0.0.1 <port>`` on the command line, which overrides
-the file's line (see ``tests/workload/valkey_server.py``).
+Addresses: a client connects to the ``<host>:6379`` it was given through
+:meth:`Application.resolve`: ``<app>-primary`` goes to the pod the Service
+selects now, a unit's DNS name to that unit's server. A follower's file says
+``replicaof <leader pod>.<app>-endpoints.<model>.svc.cluster.local 6379``.
+Each unit's server listens on its own free port on 127.0.0.1; the driver maps
+the DNS name in the file to that port and passes ``--replicaof 127.0.0.1
+<port>`` on the command line, which overrides the file's line (see
+``tests/workload/valkey_server.py``).
 
 Workload: after every hook, if the charm's Pebble plan runs the ``valkey``
 service, the unit's server is started if it is not running, and restarted
@@ -72,6 +85,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import json
 import shutil
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
@@ -81,8 +95,10 @@ from typing import Any, Final
 import ops
 from ops import testing
 
+import clients
 import live
 import primary_service
+import workload
 
 from ..fake_kubernetes import FakeKubernetes, Request
 from ..workload.charm_unit import (
@@ -101,6 +117,9 @@ MAX_ROUNDS: Final = 30
 PASSWORD_LABEL: Final = 'admin-password'
 _HAND_OVER: Final = live.hand_over
 PRIMARY_SERVICE: Final = primary_service.service_name(APP)
+CLIENT_ENDPOINT: Final = clients.ENDPOINT
+FIRST_CLIENT_RELATION_ID: Final = 20
+"""Client relations get ids from here on (the peer relation is ``PEER_RELATION_ID``)."""
 
 DEPLOY_EVENTS: Final = ('install', 'relation-created', 'config-changed', 'start', 'pebble-ready')
 POD_START_UP_EVENTS: Final = ('upgrade-charm', 'config-changed', 'start', 'pebble-ready')
@@ -154,6 +173,10 @@ class Pending:
     """The unit leaving the relation, in a relation-departed event."""
     revision: int | None = None
     """The revision of a secret-remove event."""
+    relation_id: int | None = None
+    """The client relation of a relation event; ``None`` for the peer relation."""
+    secret_id: str | None = None
+    """The secret of a secret-remove event; ``None`` for the admin password's."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,11 +251,14 @@ class Hook:
     raised, or Juju refused to commit its writes."""
     service_selects: str | None = None
     """The pod ``<app>-primary`` selected after the hook, if it changed in the hook."""
+    answered: tuple[str, ...] = ()
+    """The client relations whose application databag the hook changed (``valkey-client:20``)."""
 
     @property
     def changed(self) -> bool:
         return bool(
             self.published
+            or self.answered
             or self.wrote
             or self.workload
             or self.failed
@@ -314,10 +340,57 @@ class AppSecret:
     label: str | None
     description: str | None
     revisions: dict[int, dict[str, str]]
+    grants: dict[int, frozenset[str]] = dataclasses.field(
+        default_factory=dict[int, frozenset[str]]
+    )
+    """The applications the owner granted it to, by relation id (``secret-grant``)."""
 
     @property
     def latest(self) -> int:
         return max(self.revisions)
+
+
+@dataclasses.dataclass
+class ClientRelation:
+    """A client application's relation on ``valkey-client``, as Juju holds it.
+
+    The client application is not run: its one unit (``<app>/0``) wrote its
+    request into its application databag before the relation reached this
+    application, as the interface library's requirer does in its own
+    ``relation-created``/``relation-joined``, and reads what the leader answers.
+    """
+
+    id: int
+    app: str
+    requirer_data: dict[str, str]
+    """The client's application databag: its request (what the requirer sends)."""
+    provider_data: dict[str, str] = dataclasses.field(default_factory=dict[str, str])
+    """This application's databag in the relation: only the leader's hooks write it."""
+    unit_data: dict[int, dict[str, str]] = dataclasses.field(
+        default_factory=dict[int, dict[str, str]]
+    )
+    """Each unit's own databag in the relation, as its last hook left it."""
+    members: set[int] = dataclasses.field(default_factory=set[int])
+    """The units that ran its ``relation-created`` and not yet its ``relation-broken``."""
+    removing: bool = False
+    """``juju remove-relation`` was run: it is gone once no unit is a member."""
+    tracked: dict[str, int] = dataclasses.field(default_factory=dict[str, int])
+    """The revision of each granted secret the client read last (it tracks it in Juju)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientCredentials:
+    """What the client application reads: the answer in the relation, and the granted secret."""
+
+    username: str
+    password: str = dataclasses.field(repr=False)
+    endpoints: str
+    """Where to write: ``<app>-primary.<model>.svc.cluster.local:6379``."""
+    read_only_endpoints: str
+    resource: str
+    """The keys its user may use (``shop:*``)."""
+    secret_id: str
+    secret_revision: int
 
 
 @dataclasses.dataclass
@@ -349,6 +422,9 @@ class Application:
         self.config: dict[str, str | int | float | bool] = dict(config or {})
         self.app_data: dict[str, str] = {}
         self.secrets: dict[str, AppSecret] = {}
+        self.removed_secrets: set[str] = set()
+        """The ids of the app secrets whose owner removed every revision."""
+        self.client_relations: dict[int, ClientRelation] = {}
         self.hooks: list[Hook] = []
         self.errors: list[str] = []
         """Every exception a hook raised (Juju shows a traceback and retries the hook)."""
@@ -482,6 +558,57 @@ class Application:
             unit.leader = unit.unit_id == unit_id
         self.units[unit_id].queue.append(Pending('leader-elected'))
 
+    def integrate_client(
+        self, app: str, *, resource: str = '', request_id: str = 'r1'
+    ) -> ClientRelation:
+        """``juju integrate <app> valkey-leader-k8s``: a client application asks for a user.
+
+        ``resource`` is the key prefix it asks for (``shop:*``; empty: none). Its
+        databag holds what the interface library's requirer (``dpcharmlibs-interfaces``,
+        ``ResourceRequirerEventHandler`` with one ``RequirerCommonModel``) writes:
+        ``version`` ``v1`` and a JSON list of ``requests`` with ``resource``,
+        ``request-id`` and ``salt``, as ``tests/unit/test_clients.py`` builds it.
+
+        Every unit gets ``valkey-client-relation-created``, then
+        ``valkey-client-relation-changed`` with the client's data: a new relation's
+        hooks run created, joined, changed (the lifecycle-events page,
+        discourse.charmhub.io/t/4455, cited in docs/workload-and-demo.md).
+        ``relation-joined`` is left out, as for the peers: the client unit's
+        databag is empty and the charm does not observe it. Every unit gets the
+        relation's events, not only the leader: Juju does not know which units
+        act on them. Returns the relation.
+        """
+        relation_id = max(self.client_relations, default=FIRST_CLIENT_RELATION_ID - 1) + 1
+        request = {'resource': resource, 'request-id': request_id, 'salt': f'salt-{request_id}'}
+        relation = ClientRelation(
+            relation_id, app, {'version': 'v1', 'requests': json.dumps([request])}
+        )
+        self.client_relations[relation_id] = relation
+        for unit in self.units.values():
+            if unit.alive:
+                unit.queue.append(Pending('relation-created', relation_id=relation_id))
+                unit.queue.append(Pending('relation-changed', remote=0, relation_id=relation_id))
+        return relation
+
+    def remove_client(self, relation_id: int) -> None:
+        """``juju remove-relation <app> valkey-leader-k8s``: every unit leaves the relation.
+
+        Each unit runs ``relation-departed`` for the client's unit, then
+        ``relation-broken`` (juju/docs#2357 quotes the sequence: "For every
+        known related unit ... run the relation-departed hook. Run the
+        relation-broken hook."). Once no unit is in it, the relation is gone, and
+        so are the grants made through it (assumed: Juju scopes a grant to its
+        relation; the charm removes the secret anyway).
+        """
+        relation = self.client_relations[relation_id]
+        relation.removing = True
+        for unit in self.units.values():
+            if unit.alive and unit.unit_id in relation.members:
+                unit.queue.append(
+                    Pending('relation-departed', remote=0, departing=0, relation_id=relation_id)
+                )
+                unit.queue.append(Pending('relation-broken', relation_id=relation_id))
+
     def expire_lease(self, expiry: LeaseExpiry) -> None:
         """Let a lease run out in the middle of a hook: see :class:`LeaseExpiry`.
 
@@ -595,6 +722,63 @@ class Application:
                 return unit.server.port
         raise KeyError(f'no unit is called {dns_name}')
 
+    def resolve(self, endpoint: str) -> int:
+        """The loopback port behind ``<host>:6379`` in this simulation, as a client connects.
+
+        ``<app>-primary.<model>.svc.cluster.local`` goes where the Service's
+        selector points (the pod ``kube-proxy`` would route to); a unit's
+        DNS name to its own server. Raises ``ConnectionRefusedError`` when
+        nothing listens there (no Service, the pod down, its server stopped).
+        """
+        host, port = endpoint.rsplit(':', 1)
+        if port != str(workload.PORT):
+            raise ConnectionRefusedError(f'nothing listens on port {port} of {host}')
+        if host != f'{PRIMARY_SERVICE}.{MODEL.name}.svc.cluster.local':
+            unit = next(u for u in self.units.values() if unit_dns_name(u.unit_id) == host)
+        else:
+            pod = self.primary_service_selects()
+            selected = [u for u in self.units.values() if u.name.replace('/', '-') == pod]
+            if not selected:
+                raise ConnectionRefusedError(f'{PRIMARY_SERVICE} selects no pod ({pod})')
+            (unit,) = selected
+        if not (unit.runs_hooks and unit.server.running):
+            raise ConnectionRefusedError(f'{host}: the pod of {unit.name} does not run Valkey')
+        return unit.server.port
+
+    def client_credentials(self, relation_id: int) -> ClientCredentials:
+        """What the client application of ``relation_id`` reads, as Juju lets it.
+
+        The answer to its request in this application's databag of the
+        relation, and the content of the secret it points at, which the client
+        can read only if the owner granted it to the client through this
+        relation. Raises ``LookupError`` (no answer, no such secret) or
+        ``PermissionError`` (not granted), as ``secret-get`` fails in the client.
+        """
+        relation = self.client_relations[relation_id]
+        answers: list[dict[str, str]] = json.loads(relation.provider_data.get('requests', '[]'))
+        (request,) = json.loads(relation.requirer_data['requests'])
+        mine = [a for a in answers if a.get('request-id') == request['request-id']]
+        if not mine or not mine[0].get('secret-user'):
+            raise LookupError(f'{CLIENT_ENDPOINT}:{relation_id} holds no answer yet')
+        (answer,) = mine
+        secret = self.secrets.get(answer['secret-user'])
+        if secret is None:
+            raise LookupError(f'secret {answer["secret-user"]} not found')
+        if relation.app not in secret.grants.get(relation_id, frozenset()):
+            raise PermissionError(f'secret {secret.id} is not granted to {relation.app}')
+        # The client reads the latest revision (``refresh``) and tracks it from then on.
+        relation.tracked[secret.id] = secret.latest
+        content = secret.revisions[secret.latest]
+        return ClientCredentials(
+            username=content['username'],
+            password=content['password'],
+            endpoints=answer['endpoints'],
+            read_only_endpoints=answer['read-only-endpoints'],
+            resource=answer['resource'],
+            secret_id=secret.id,
+            secret_revision=secret.latest,
+        )
+
     def unit_of_port(self, port: int) -> str | None:
         for unit in self.units.values():
             if unit.server.port == port:
@@ -692,7 +876,10 @@ class Application:
         if pending.kind == 'pebble-ready':
             unit.pebble_up = True
         if pending.kind == 'relation-created':
-            unit.in_relation = True
+            if pending.relation_id is None:
+                unit.in_relation = True
+            else:
+                self.client_relations[pending.relation_id].members.add(unit.unit_id)
         leader_at_start = unit.leader
         state_in = self._input_state(unit)
         removed_before = len(unit.charm.ctx.removed_secret_revisions)
@@ -705,13 +892,14 @@ class Application:
             self._expiry = None
         if failed is not None:
             unit.queue.appendleft(pending)
-        published = self._take_outputs(unit, state_out, removed_before)
+        published = self._take_outputs(unit, state_out, removed_before, pending)
+        answered = self._take_client_outputs(unit, state_out)
         wrote, workload = self._sync_workload(unit, state_out, running.service_restarted)
         self._queue_secret_removals()
-        self._finish_teardown(unit, pending)
-        event = pending.kind
-        if pending.remote is not None:
-            event += f' ({unit_name(pending.remote)})'
+        event = self._event_label(pending)
+        if failed is None or pending.relation_id is None:
+            # A failed client relation-broken runs again, in the relation.
+            self._finish_teardown(unit, pending)
         if pending.revision is not None:
             event += f' (revision {pending.revision})'
         services_after = self.primary_service_selects()
@@ -732,6 +920,7 @@ class Application:
             lease_ran_out=running.lease_ran_out,
             failed=failed,
             service_selects=services_after if services_after != services_before else None,
+            answered=answered,
         )
         self.hooks.append(hook)
         if not check:
@@ -776,7 +965,25 @@ class Application:
                 return kept, None, f'Juju refused to commit {refused}: no longer the leader'
         return state_out, None, None
 
+    def _event_label(self, pending: Pending) -> str:
+        """The event as the narration shows it: ``relation-changed (valkey-leader-k8s/0)``."""
+        if pending.relation_id is None:
+            remote = '' if pending.remote is None else f' ({unit_name(pending.remote)})'
+            return pending.kind + remote
+        client = self.client_relations[pending.relation_id].app
+        remote = '' if pending.remote is None else f' ({client}/{pending.remote})'
+        return f'{CLIENT_ENDPOINT}-{pending.kind}{remote}'
+
     def _finish_teardown(self, unit: SimUnit, pending: Pending) -> None:
+        if pending.kind == 'relation-broken' and pending.relation_id is not None:
+            relation = self.client_relations[pending.relation_id]
+            relation.members.discard(unit.unit_id)
+            if relation.removing and not relation.members:
+                # The relation is gone from Juju, and the grants made through it.
+                del self.client_relations[relation.id]
+                for secret in self.secrets.values():
+                    secret.grants.pop(relation.id, None)
+            return
         if pending.kind == 'relation-broken':
             unit.in_relation = False
         if pending.kind == 'remove':
@@ -797,7 +1004,7 @@ class Application:
 
     def _input_state(self, unit: SimUnit) -> testing.State:
         """What Juju shows ``unit`` now: leadership, config, the databag, secrets, Pebble."""
-        relations: list[testing.PeerRelation] = []
+        relations: list[testing.RelationBase] = []
         if unit.in_relation:
             peers = [
                 u.unit_id
@@ -805,6 +1012,7 @@ class Application:
                 if u.alive and u.in_relation and (u is unit or not u.departing)
             ]
             relations.append(peer_relation(unit.unit_id, self.app_data, peers))
+        relations.extend(self._client_relations_seen_by(unit))
         if unit.state is None:
             # A new charm container: no StoredState, an empty Pebble plan.
             container = unit.charm.container(can_connect=unit.pebble_up)
@@ -829,6 +1037,24 @@ class Application:
             containers=frozenset({container}),
         )
 
+    def _client_relations_seen_by(self, unit: SimUnit) -> list[testing.Relation]:
+        """Each client relation ``unit`` is in: the client's data, and this app's."""
+        seen: list[testing.Relation] = []
+        for relation in self.client_relations.values():
+            if unit.unit_id not in relation.members:
+                continue
+            view = testing.Relation(
+                CLIENT_ENDPOINT,
+                id=relation.id,
+                remote_app_name=relation.app,
+                remote_app_data=dict(relation.requirer_data),
+                local_app_data=dict(relation.provider_data),
+                remote_units_data={0: {}},
+            )
+            own = relation.unit_data.get(unit.unit_id)
+            seen.append(view if own is None else dataclasses.replace(view, local_unit_data=own))
+        return seen
+
     def _secrets_seen_by(self, unit: SimUnit) -> frozenset[testing.Secret]:
         """Each app secret with the revision ``unit`` tracks, and the latest one."""
         seen: set[testing.Secret] = set()
@@ -842,6 +1068,7 @@ class Application:
                 owner='app',
                 label=secret.label,
                 description=secret.description,
+                remote_grants=dict(secret.grants),
             )
             # ops.testing keeps revision numbers outside the dataclass fields.
             object.__setattr__(view, '_tracked_revision', tracked)
@@ -900,9 +1127,13 @@ class Application:
         if kind == 'rotate-password':
             return on.action(kind)
         if kind == 'secret-remove':
-            (secret,) = [s for s in state.secrets if s.label == PASSWORD_LABEL]
+            (secret,) = [
+                s
+                for s in state.secrets
+                if (s.id == pending.secret_id if pending.secret_id else s.label == PASSWORD_LABEL)
+            ]
             return on.secret_remove(secret, revision=pending.revision or 0)
-        relation = state.get_relation(PEER_RELATION_ID)
+        relation = state.get_relation(pending.relation_id or PEER_RELATION_ID)
         if kind == 'relation-created':
             return on.relation_created(relation)
         if kind == 'relation-changed':
@@ -916,10 +1147,11 @@ class Application:
         raise ValueError(f'the driver cannot deliver {kind!r}')
 
     def _take_outputs(
-        self, unit: SimUnit, state: testing.State, removed_before: int
+        self, unit: SimUnit, state: testing.State, removed_before: int, pending: Pending
     ) -> dict[str, str]:
         """Keep the unit's output State; share what it wrote. Returns changed databag keys."""
         unit.state = state
+        self._take_secret_removals(unit, state, removed_before, pending)
         # Secrets: the leader's writes become the app's; every unit's tracking is its own.
         for secret in state.secrets:
             if secret.owner != 'app':
@@ -932,12 +1164,10 @@ class Application:
                     known = AppSecret(secret.id, secret.label, secret.description, {})
                     self.secrets[secret.id] = known
                 known.label = secret.label
+                known.grants = dict(secret.remote_grants)
                 if latest not in known.revisions:
                     known.revisions[latest] = dict(secret.latest_content)
             unit.tracked[secret.id] = tracked
-        for revision in unit.charm.ctx.removed_secret_revisions[removed_before:]:
-            secret = self._password_secret()
-            del secret.revisions[revision]
         # The peer app databag: only a leader's hook can have changed it.
         published: dict[str, str] = {}
         try:
@@ -960,16 +1190,65 @@ class Application:
                 other.queue.append(change)
         return published
 
+    def _take_secret_removals(
+        self, unit: SimUnit, state: testing.State, removed_before: int, pending: Pending
+    ) -> None:
+        """The secrets, and revisions, the hook removed: Juju forgets them."""
+        if unit.leader:
+            # An app secret gone from the leader's output: it removed every revision.
+            kept = {secret.id for secret in state.secrets}
+            for secret_id in [i for i in self.secrets if i not in kept]:
+                del self.secrets[secret_id]
+                self.removed_secrets.add(secret_id)
+                for other in self.units.values():
+                    other.tracked.pop(secret_id, None)
+        for revision in unit.charm.ctx.removed_secret_revisions[removed_before:]:
+            if pending.secret_id is not None:
+                secret = self.secrets[pending.secret_id]
+            else:
+                secret = self._password_secret()
+            del secret.revisions[revision]
+
+    def _take_client_outputs(self, unit: SimUnit, state: testing.State) -> tuple[str, ...]:
+        """Keep what the hook wrote in each client relation; name those whose app databag changed.
+
+        The client (not run here) reads the new answer; the other units of this
+        application get no event: Juju tells a unit about changes of the other
+        side of a relation only.
+        """
+        answered: list[str] = []
+        for relation in self.client_relations.values():
+            if unit.unit_id not in relation.members:
+                continue
+            try:
+                out = state.get_relation(relation.id)
+            except KeyError:
+                continue
+            relation.unit_data[unit.unit_id] = dict(out.local_unit_data)
+            data = dict(out.local_app_data)
+            if data == relation.provider_data:
+                continue
+            if not unit.leader:
+                raise AssertionError(
+                    f'{unit.name} is not the leader but changed its app databag in '
+                    f'{CLIENT_ENDPOINT}:{relation.id}'
+                )
+            relation.provider_data = data
+            answered.append(f'{CLIENT_ENDPOINT}:{relation.id}')
+        return tuple(answered)
+
     def _queue_secret_removals(self) -> None:
-        """Juju tells the owner (the leader) when no unit tracks an old revision any more."""
+        """Juju tells the owner (the leader) when no unit, nor client, tracks an old revision."""
         for secret in self.secrets.values():
             tracked = {
                 unit.tracked.get(secret.id) for unit in self.live_units() if unit.in_relation
             }
+            tracked |= {client.tracked.get(secret.id) for client in self.client_relations.values()}
             for revision in sorted(secret.revisions):
                 if revision == secret.latest or revision in tracked:
                     continue
-                removal = Pending('secret-remove', revision=revision)
+                secret_id = None if secret.label == PASSWORD_LABEL else secret.id
+                removal = Pending('secret-remove', revision=revision, secret_id=secret_id)
                 for leader in (unit for unit in self.live_units() if unit.leader):
                     if removal not in leader.queue:
                         leader.queue.append(removal)
@@ -1028,6 +1307,11 @@ def app_side_changes(before: testing.State, after: testing.State) -> str | None:
         changed.append('the app secret')
     if before.app_status != after.app_status:
         changed.append('the app status')
+    for relation in before.relations:
+        if relation.endpoint == CLIENT_ENDPOINT and dict(relation.local_app_data) != dict(
+            after.get_relation(relation.id).local_app_data
+        ):
+            changed.append(f'the app databag of {CLIENT_ENDPOINT}:{relation.id}')
     return ' and '.join(changed) if changed else None
 
 
