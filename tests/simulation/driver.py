@@ -73,6 +73,7 @@ import contextlib
 import dataclasses
 import functools
 import shutil
+import time
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -225,6 +226,9 @@ class Hook:
     raised, or Juju refused to commit its writes."""
     service_selects: str | None = None
     """The pod ``<app>-primary`` selected after the hook, if it changed in the hook."""
+    started: float = 0.0
+    """``time.monotonic()`` when the driver began dispatching the hook: the
+    failover benchmark times the workload from the start of the hook that switches it."""
 
     @property
     def changed(self) -> bool:
@@ -414,7 +418,7 @@ class Application:
         for unit in self.live_units():
             unit.queue.append(Pending('config-changed'))
 
-    def delete_pod(self, unit_id: int) -> None:
+    def delete_pod(self, unit_id: int, *, node_lost: bool = False) -> None:
         """The unit's pod is deleted (``kubectl delete pod``, an eviction, a node lost).
 
         Kubernetes sends the pod SIGTERM; Juju runs ``stop`` in it before it goes
@@ -424,9 +428,16 @@ class Application:
         in the peer relation: nobody sees ``relation-departed``. Its lease is
         not handed over: Juju elects another unit only once it runs out
         (:meth:`elect`). Events queued for it wait for the new pod.
+
+        ``node_lost``: the pod's node died instead. Nothing runs in the pod any
+        more (no ``stop``) and Valkey is killed (SIGKILL): it saves nothing and
+        waits for no replica.
         """
         unit = self.units[unit_id]
-        self._dispatch(unit, Pending('stop'))
+        if node_lost:
+            unit.server.kill()
+        else:
+            self._dispatch(unit, Pending('stop'))
         unit.server.stop()
         unit.pod_up = unit.pebble_up = False
 
@@ -684,6 +695,7 @@ class Application:
             unit.pebble_up = True
         if pending.kind == 'relation-created':
             unit.in_relation = True
+        started = time.monotonic()
         leader_at_start = unit.leader
         state_in = self._input_state(unit)
         removed_before = len(unit.charm.ctx.removed_secret_revisions)
@@ -723,6 +735,7 @@ class Application:
             lease_ran_out=running.lease_ran_out,
             failed=failed,
             service_selects=services_after if services_after != services_before else None,
+            started=started,
         )
         self.hooks.append(hook)
         if not check:
