@@ -7,47 +7,74 @@
 `tox -e bench-failover` (``python -m bench.failover``). A benchmark, not a test:
 it prints a table and writes JSON (default ``bench/results/failover.json``).
 
-Three real ``valkey-server`` processes on the loopback address, each started
-from the file ``workload.render_config`` writes for its unit (with the
-network and directory overrides of ``tests/workload/valkey_server.py``),
-hold a dataset of each size, written with pipelined ``MSET``. Every event is
-done two ways, one after the other, from the same steady state:
+The charm does every event. Three units of the real charm run in the
+simulation of ``tests/simulation/driver.py`` (ops.testing for the charm, one
+real ``valkey-server`` per unit started from the file the charm pushed, Juju's
+event order), and hold a dataset of each size, written to the primary with
+pipelined ``MSET``. Every event is done two ways, one after the other, from
+the same steady state:
 
-* ``restart``: what the charm does today: rewrite every unit's file and
-  restart each server whose file changed (all units at once, as the event
-  reaches them at once; a leadership change: the new leader first, then the
-  others);
-* ``live``: rewrite the files, then ``live.apply_live`` on each unit, and for
-  a leadership change with the old primary alive, ``live.hand_over`` first.
+* ``live``: the charm as it is: it applies a changed file to the running
+  server (``live.apply_live``, ``live.apply_users``), and a new leader asks a
+  live old primary to hand over (``live.hand_over``);
+* ``restart``: the same charm with the live path switched off
+  (:func:`live_path_switched_off`): every live call answers ``refused``, and
+  the charm takes its documented fallback, a restart of Valkey on each unit
+  whose file changed, in that unit's own hook: what it did before issue 10.
 
-Per event and way: restarts per unit; time from the start (the new leader's
-hook) until the primary accepts a write; until every replica is in sync
-(``master_link_status:up`` and its offset equal to the primary's); full and
-partial resyncs served (``sync_full``, ``sync_partial_ok``, summed over the
-servers, counted from the event's start); idle client connections dropped
-(two per server, opened before the event). For the switchover under writes,
-one client writes continuously through "the primary endpoint" (the port the
-``<app>-primary`` Service would select, re-pointed when the new leader's hook
-would): writes acknowledged and later missing, and the longest time without
-an acknowledged write.
+Events: the leader's pod deleted (SIGTERM) or its node lost (SIGKILL, no
+``stop`` hook), then Juju elects the next unit (the pod is recreated after
+the measurement); Juju moves the lease while the old leader's pod keeps
+running, without and with a writer; ``rotate-password`` on the leader; a
+``config-changed`` of each live option.
+
+Per event and way: restarts per unit (the hooks that (re)started a server,
+as the driver saw them); time from the start of the leader's hook (for a
+leadership change, the new leader's ``leader-elected``) until the primary
+accepts writes for good, and until every replica is in sync for good
+(``master_link_status:up``, following the leader, its offset at least the
+primary's); the same from "the switch", the leader's first call into
+``live`` in that hook, which leaves out what a hook costs in the simulation
+(ops.testing, the fake Kubernetes, Pebble on directories); full and partial
+resyncs served (``sync_full``, ``sync_partial_ok``, summed over the servers,
+counted from the event's start); idle client connections dropped (two per
+server, opened before the event). "For good" because a restart can come
+after the leader's hook (in a replica's own hook): both are sampled every
+half millisecond while the hooks run, by a child process (:class:`Observer`),
+and the figure is where the last run of "yes" began. During leadership
+changes with the old primary gone or killed, and in the switchover under
+writes, one client writes continuously through the primary endpoint (the
+port of the pod the fake ``<app>-primary`` Service selects, followed as soon
+as the charm applies the Service): writes acknowledged and then missing on
+the new primary, and the longest time without an acknowledged write.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
-import datetime
 import json
-import platform
+import multiprocessing
+import os
 import sys
 import tempfile
 import threading
 import time
 import typing
 from collections.abc import Callable, Generator
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any, Final
+from unittest import mock
+
+if typing.TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized, SynchronizedString
+
+    SharedInt = Synchronized[int]
+    SharedBytes = SynchronizedString
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / 'src'), str(REPO_ROOT)]
@@ -56,177 +83,239 @@ import valkey  # noqa: E402
 import valkey.exceptions  # noqa: E402
 
 import live  # noqa: E402
-import workload  # noqa: E402
+import primary_service  # noqa: E402
+from bench.run import machine  # noqa: E402
+from tests.fake_kubernetes import Request  # noqa: E402
+from tests.simulation.driver import PRIMARY_SERVICE, Application, Hook  # noqa: E402
 from tests.workload import valkey_server  # noqa: E402
+from tests.workload.charm_unit import unit_name  # noqa: E402
 from tests.workload.continuous_writes import Writer, connect  # noqa: E402
-from tests.workload.valkey_server import HOST, ValkeyServer, free_port  # noqa: E402
 
 SIZES: Final = {'100k': 100_000, '1M': 1_000_000, '3.3M': 3_300_000}
 """Dataset name -> keys (90-byte values): about 24 MB, 150 MB and 430 MB of used_memory."""
 VALUE: Final = b'v' * 90
 BATCH: Final = 1000
-TEMPLATES: Final = REPO_ROOT / 'templates'
-APP: Final = 'valkey-leader-k8s'
 IDLE_CLIENTS: Final = 2
-TIMEOUT: Final = 120.0
+TIMEOUT: Final = 180.0
+SAMPLE_INTERVAL: Final = 0.0005
+SWITCH_INTERVAL: Final = 0.0005
+"""Python's thread switch interval here (the default is 5 ms): the samplers share
+the GIL with the hooks, and would otherwise see the servers up to 5 ms late."""
+WAYS: Final = ('restart', 'live')
+
+GONE: Final = 'leader-change, old primary gone'
+KILLED: Final = 'leader-change, old primary killed'
+ALIVE: Final = 'leader-change, old primary alive'
+UNDER_WRITES: Final = 'switchover under writes'
+EVENTS: Final = (
+    GONE,
+    KILLED,
+    ALIVE,
+    UNDER_WRITES,
+    'rotate-password',
+    'config-changed log-level',
+    'config-changed maxmemory',
+    'config-changed maxmemory-policy',
+)
+WITH_WRITER: Final = (GONE, KILLED, UNDER_WRITES)
+OTHER_VALUE: Final = {
+    # config.yaml's option -> (its default, the other value the benchmark sets)
+    'log-level': ('notice', 'verbose'),
+    'maxmemory': ('', '8gb'),
+    'maxmemory-policy': ('noeviction', 'allkeys-lru'),
+}
 
 
-def dns_name(unit: int) -> str:
-    """A unit's stable DNS name, as the charm writes it."""
-    return f'{APP}-{unit}.{APP}-endpoints.bench.svc.cluster.local'
+@contextlib.contextmanager
+def live_path_switched_off() -> Generator[None]:
+    """The charm without its live path: what it does when every live call is refused.
+
+    ``refused`` is an answer the charm already handles (a server that refused
+    a command): it logs the reason and restarts the service on the file it
+    pushed; a new leader whose handover was refused promotes itself, here by
+    that restart. Kept in the benchmark: the charm has no such switch.
+    """
+    apply_refused = live.LiveResult('refused', reason='live apply switched off for the benchmark')
+    handover_refused = live.HandoverResult(
+        'refused', reason='handover switched off for the benchmark'
+    )
+    with contextlib.ExitStack() as stack:
+        for name in ('apply_live', 'apply_users'):
+            stack.enter_context(mock.patch.object(live, name, return_value=apply_refused))
+        stack.enter_context(mock.patch.object(live, 'hand_over', return_value=handover_refused))
+        yield
 
 
-def call(port: int, password: str, *args: str | int, timeout: float = 10.0) -> Any:
-    """One command on a new connection."""
-    with connect(port, password, timeout) as client:
-        return typing.cast('Any', client.execute_command(*args))  # pyright: ignore[reportUnknownMemberType]
+@contextlib.contextmanager
+def calls_into_live(times: list[float]) -> Generator[None]:
+    """Note when the charm calls ``live`` to change a server (apply, or hand over).
+
+    In the leader's hook, the first such call is the switch: the live way
+    changes the server there; the restart way is refused there and restarts
+    it right after. The time from it leaves out the simulation's own cost of a
+    hook (ops.testing, the fake Kubernetes, Pebble on directories).
+    """
+    with contextlib.ExitStack() as stack:
+        for name in ('apply_live', 'hand_over'):
+            original = getattr(live, name)
+
+            def timed(*args: object, _original: Any = original, **kwargs: object) -> object:
+                times.append(time.monotonic())
+                return _original(*args, **kwargs)
+
+            stack.enter_context(mock.patch.object(live, name, timed))
+        yield
 
 
-@dataclasses.dataclass
-class Options:
-    """The options in force, and the password."""
-
-    password: str = 'bench-password-0'  # noqa: S105 - a throwaway server's
-    log_level: str = 'notice'
-    maxmemory: str = ''
-    maxmemory_policy: str = 'noeviction'
+def way_of_the_charm(way: str) -> contextlib.AbstractContextManager[None]:
+    """``live``: the charm as it is; ``restart``: its live path switched off."""
+    return live_path_switched_off() if way == 'restart' else contextlib.nullcontext()
 
 
-class Deployment:
-    """Three units: files, servers, who leads, and the options in force."""
+# ------------------------------------------------------------ observing
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.ports = [free_port() for _ in range(3)]
-        self.primary = 0
-        self.options = Options()
-        self.servers = [
-            ValkeyServer(
-                self.config_file(unit),
-                data_dir=root / f'data-{unit}',
-                log_file=root / f'valkey-{unit}.log',
-                port=self.ports[unit],
-            )
-            for unit in range(3)
-        ]
-        self.restarts = [0, 0, 0]
 
-    def config_file(self, unit: int) -> Path:
-        """Where the unit's rendered file is."""
-        return self.root / f'valkey-{unit}.conf'
+class Connections:
+    """One client per server port, opened on first use and again after a failure.
 
-    def resolve(self, host: str) -> live.Address:
-        """A unit's DNS name -> its server on the loopback address."""
-        return (HOST, self.ports[[dns_name(u) for u in range(3)].index(host)])
+    A client authenticates with the first of ``passwords()`` that the server
+    accepts: after a rotation a restarted server wants the new password, a
+    server that changed it live still serves connections made with the old one.
+    """
 
-    def settings(self, unit: int) -> workload.ValkeySettings:
-        """What the unit's file says now."""
-        return workload.ValkeySettings(
-            password=self.options.password,
-            primary_address=None if unit == self.primary else dns_name(self.primary),
-            log_level=self.options.log_level,
-            maxmemory=self.options.maxmemory,
-            maxmemory_policy=self.options.maxmemory_policy,
-            announce_host=dns_name(unit),
-        )
+    def __init__(self, passwords: Callable[[], list[str]], timeout: float = 1.0) -> None:
+        self.passwords = passwords
+        self.timeout = timeout
+        self._clients: dict[int, valkey.Valkey] = {}
 
-    def write_file(self, unit: int) -> tuple[bool, str | None]:
-        """Render the unit's file; whether it changed, and the password it replaced."""
-        path = self.config_file(unit)
-        old = path.read_text() if path.exists() else ''
-        new = workload.render_config(self.settings(unit), TEMPLATES)
-        path.write_text(new)
-        return new != old, workload.requirepass_from_config(old)
+    def command(self, port: int, *args: str | int) -> Any:
+        """One command on the server at ``port``.
 
-    def replicaof(self, unit: int) -> int | None:
-        """The port the unit replicates from, or ``None`` for the primary."""
-        return None if unit == self.primary else self.ports[self.primary]
+        A client whose connection broke (the server restarted) is opened again
+        once, with the passwords of now: its pool would reconnect with the old one.
+        """
+        while True:
+            fresh = port not in self._clients
+            client = self._clients.get(port) or self._open(port)
+            try:
+                return typing.cast('Any', client.execute_command(*args))  # pyright: ignore[reportUnknownMemberType]
+            except valkey.exceptions.ConnectionError:
+                self._clients.pop(port, None)
+                client.close()
+                if fresh:
+                    raise
 
-    def start(self) -> None:
-        """Write every file and start every server."""
-        for unit in range(3):
-            self.write_file(unit)
-            self.servers[unit].replicaof = self.replicaof(unit)
-            self.servers[unit].start()
+    def info(self, port: int, section: str) -> dict[str, Any]:
+        """One ``INFO`` section."""
+        return typing.cast('dict[str, Any]', self.command(port, 'INFO', section))
 
-    def stop(self) -> None:
-        """Stop every server."""
-        with contextlib.ExitStack() as stack:
-            for server in self.servers:
-                stack.callback(server.stop)
+    def _open(self, port: int) -> valkey.Valkey:
+        refused: valkey.exceptions.ValkeyError | None = None
+        for password in self.passwords():
+            client = connect(port, password, self.timeout)
+            try:
+                client.ping()  # pyright: ignore[reportUnknownMemberType]
+            except valkey.exceptions.AuthenticationError as e:
+                client.close()
+                refused = e
+                continue
+            except valkey.exceptions.ValkeyError:
+                client.close()
+                raise
+            self._clients[port] = client
+            return client
+        raise refused or valkey.exceptions.AuthenticationError('no password given')
 
-    def restart(self, unit: int) -> None:
-        """Restart the unit's server on its file, as the charm does today."""
-        self.servers[unit].restart(replicaof=self.replicaof(unit))
-        self.restarts[unit] += 1
+    def close(self) -> None:
+        """Close every client."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
 
-    def apply(self, unit: int) -> live.LiveResult:
-        """Rewrite the unit's file and apply it live (restart if that is impossible)."""
-        _, previous = self.write_file(unit)
-        passwords = [self.options.password, *([previous] if previous else [])]
-        result = live.apply_live(
-            self.settings(unit),
-            passwords=passwords,
-            address=(HOST, self.ports[unit]),
-            resolve=self.resolve,
-        )
-        if result.restart_needed:
-            print(f'  unit {unit}: live apply impossible ({result.reason}); restarting')
-            self.restart(unit)
-        return result
 
-    # ------------------------------------------------------------ observing
+def in_sync(connections: Connections, primary: int, replicas: list[int]) -> bool:
+    """Every replica follows ``primary``, its link up, with all it had when asked."""
+    replication = connections.info(primary, 'replication')
+    if replication.get('role') != 'master':
+        return False
+    offset = replication['master_repl_offset']
+    for port in replicas:
+        mine = connections.info(port, 'replication')
+        if (
+            mine.get('master_link_status') != 'up'
+            or mine.get('master_port') != primary
+            or mine.get('slave_repl_offset', -1) < offset
+        ):
+            return False
+    return True
 
-    def replicas(self) -> list[int]:
-        """The running units other than the primary."""
-        return [u for u in range(3) if u != self.primary and self.servers[u].running]
 
-    def info(self, unit: int, section: str) -> dict[str, Any]:
-        """One ``INFO`` section of a unit's server."""
-        reply = call(self.ports[unit], self.options.password, 'INFO', section)
-        return typing.cast('dict[str, Any]', reply)
+def writable(connections: Connections, primary: int) -> bool:
+    """The server at ``primary`` acknowledges a write."""
+    return connections.command(primary, 'SET', 'bench:probe', '1') is True
 
-    def wait_writable(self, start: float) -> float:
-        """Seconds from ``start`` until the primary acknowledges a write."""
-        port = self.ports[self.primary]
-        while time.monotonic() - start < TIMEOUT:
-            with contextlib.suppress(valkey.exceptions.ValkeyError):
-                if call(port, self.options.password, 'SET', 'bench:probe', '1', timeout=1):
-                    return time.monotonic() - start
-            time.sleep(0.001)
-        raise TimeoutError('the primary never accepted a write')
 
-    def wait_in_sync(self, start: float) -> float:
-        """Seconds from ``start`` until every replica is in sync."""
-        while time.monotonic() - start < TIMEOUT:
-            with contextlib.suppress(valkey.exceptions.ValkeyError):
-                if self.in_sync():
-                    return time.monotonic() - start
-            time.sleep(0.001)
-        raise TimeoutError('replicas never caught up')
+class Sampler(threading.Thread):
+    """Asks the servers one yes-or-no question about every half millisecond, with the time.
 
-    def in_sync(self) -> bool:
-        """Every replica has all the primary had when we asked (with a writer, more)."""
-        offset = self.info(self.primary, 'replication')['master_repl_offset']
-        for unit in self.replicas():
-            mine = self.info(unit, 'replication')
-            if (
-                mine.get('master_link_status') != 'up'
-                or mine.get('master_port') != self.ports[self.primary]
-                or mine.get('slave_repl_offset', -1) < offset
-            ):
-                return False
-        return True
+    Runs until told the hooks are done (``hooks_done``) and the answer is yes
+    again, or ``TIMEOUT``. A failed command counts as no.
+    """
 
-    def sync_stats(self) -> dict[int, tuple[str, int, int]]:
-        """Per running unit: ``run_id``, ``sync_full``, ``sync_partial_ok``."""
-        stats: dict[int, tuple[str, int, int]] = {}
-        for unit in range(3):
-            if self.servers[unit].running:
-                run_id = str(self.info(unit, 'server')['run_id'])
-                values = self.info(unit, 'stats')
-                stats[unit] = (run_id, values['sync_full'], values['sync_partial_ok'])
-        return stats
+    def __init__(
+        self,
+        question: Callable[[Connections], bool],
+        passwords: Callable[[], list[str]],
+        hooks_done: EventType,
+    ):
+        super().__init__(daemon=True)
+        self.question = question
+        self.connections = Connections(passwords)
+        self.samples: list[tuple[float, bool]] = []
+        self.hooks_done = hooks_done
+
+    def run(self) -> None:
+        """Sample until the hooks are done and the answer is yes."""
+        deadline = time.monotonic() + TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    yes = self.question(self.connections)
+                except valkey.exceptions.ValkeyError:
+                    yes = False
+                self.samples.append((time.monotonic(), yes))
+                if yes and self.hooks_done.is_set():
+                    return
+                time.sleep(SAMPLE_INTERVAL)
+        finally:
+            self.connections.close()
+
+    def result(self, start: float, what: str) -> tuple[float, int]:
+        """Seconds from ``start`` until the answer was yes for good; the "no" answers since.
+
+        Raises:
+            RuntimeError: if it never became yes (the way did not converge).
+        """
+        self.join()
+        if not self.samples or not self.samples[-1][1]:
+            raise RuntimeError(f'{what}: never true within {TIMEOUT:.0f} s')
+        first_yes = len(self.samples) - 1
+        while first_yes > 0 and self.samples[first_yes - 1][1]:
+            first_yes -= 1
+        # Yes all along: the first answer after the start is the figure (about 0).
+        at = max(self.samples[first_yes][0], next(t for t, _ in self.samples if t >= start))
+        refused = sum(1 for t, yes in self.samples if t >= start and not yes)
+        return at - start, refused
+
+
+def sync_stats(connections: Connections, ports: list[int]) -> dict[int, tuple[str, int, int]]:
+    """Per server: ``run_id``, ``sync_full``, ``sync_partial_ok``."""
+    stats: dict[int, tuple[str, int, int]] = {}
+    for port in ports:
+        run_id = str(connections.info(port, 'server')['run_id'])
+        values = connections.info(port, 'stats')
+        stats[port] = (run_id, values['sync_full'], values['sync_partial_ok'])
+    return stats
 
 
 def sync_delta(
@@ -234,8 +323,8 @@ def sync_delta(
 ) -> tuple[int, int]:
     """Full and partial resyncs served since ``before`` (a restarted server starts at 0)."""
     full = partial = 0
-    for unit, (run_id, f, p) in after.items():
-        old = before.get(unit)
+    for port, (run_id, f, p) in after.items():
+        old = before.get(port)
         base = (old[1], old[2]) if old is not None and old[0] == run_id else (0, 0)
         full += f - base[0]
         partial += p - base[1]
@@ -243,20 +332,20 @@ def sync_delta(
 
 
 @contextlib.contextmanager
-def idle_clients(deployment: Deployment) -> Generator[Callable[[], dict[str, int]], None, None]:
+def idle_clients(
+    ports: list[int], primary: int, password: str
+) -> Generator[Callable[[], dict[str, int]], None, None]:
     """Two idle connections per server; yields a count of those that were dropped.
 
     A connection counts as dropped if it fails, or if it answers with another
     ``CLIENT ID``: the client had to connect again.
     """
     opened: list[tuple[bool, valkey.Valkey, object]] = []
-    for unit in range(3):
-        if not deployment.servers[unit].running:
-            continue
+    for port in ports:
         for _ in range(IDLE_CLIENTS):
-            client = connect(deployment.ports[unit], deployment.options.password, timeout=2)
+            client = connect(port, password, timeout=2)
             client_id = typing.cast('object', client.execute_command('CLIENT', 'ID'))  # pyright: ignore[reportUnknownMemberType]
-            opened.append((unit == deployment.primary, client, client_id))
+            opened.append((port == primary, client, client_id))
 
     def dropped() -> dict[str, int]:
         counts = {'on_primary': 0, 'on_replicas': 0}
@@ -277,13 +366,123 @@ def idle_clients(deployment: Deployment) -> Generator[Callable[[], dict[str, int
             client.close()
 
 
-def lost_writes(writer: Writer, deployment: Deployment) -> int:
+class FollowingWriter(Writer):
+    """The shared writer, its endpoint in memory shared with the parent, which re-points it."""
+
+    def __init__(self, endpoint: SharedInt, password: str, key_prefix: str) -> None:
+        self.shared_endpoint = endpoint
+        super().__init__(
+            endpoint.value, password, key_prefix=key_prefix, follow_endpoint=False, seconds=TIMEOUT
+        )
+
+    @property
+    def endpoint(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]
+        """Where ``<app>-primary`` points now."""
+        return self.shared_endpoint.value
+
+    @endpoint.setter
+    def endpoint(self, port: int) -> None:
+        self.shared_endpoint.value = port
+
+
+class Observer:
+    """The two samplers, and the writer if any, in a child process of their own.
+
+    In the benchmark's process they would take the GIL from the very hooks
+    they time (a sampler asks every half millisecond, the writer never
+    pauses). The child is forked before the event, with the ports it watches
+    and the password; it learns where ``<app>-primary`` points, and a new
+    password, through shared memory. Like a client behind a Service, the
+    writer keeps its connection until a write fails, then reconnects to
+    wherever the Service points; the Service follows the charm's apply at
+    once (in a cluster, kube-proxy takes a moment longer).
+    """
+
+    def __init__(
+        self, primary: int, replicas: list[int], password: str, writer_prefix: str | None
+    ) -> None:
+        context = multiprocessing.get_context('fork')
+        self.endpoint: SharedInt = context.Value('i', 0)
+        self.password: SharedBytes = context.Array(ctypes.c_char, 256)
+        self.password.value = password.encode()
+        self.hooks_done = context.Event()
+        self.writer_prefix = writer_prefix
+        self._results, child_end = context.Pipe()
+        self._process = context.Process(
+            target=self._observe, args=(child_end, primary, replicas, password), daemon=True
+        )
+
+    def start(self, endpoint: int) -> None:
+        """Fork; sample (and write to ``endpoint``) for a moment before the event."""
+        self.endpoint.value = endpoint
+        self._process.start()
+        time.sleep(0.3)
+
+    def finish(self, start: float) -> dict[str, Any]:
+        """The figures, timed from ``start`` (the leader's hook).
+
+        Raises:
+            RuntimeError: if the primary never accepted writes, or the replicas
+                never caught up (the way did not converge).
+        """
+        self.hooks_done.set()
+        self._results.send(start)
+        figures = typing.cast('dict[str, Any]', self._results.recv())
+        self._process.join()
+        if 'error' in figures:
+            raise RuntimeError(figures['error'])
+        return figures
+
+    def _observe(self, results: Connection, primary: int, replicas: list[int], old: str) -> None:
+        """In the child: sample, write; send the figures once told when the clock started."""
+
+        def passwords() -> list[str]:
+            return [self.password.value.decode(), old]
+
+        samplers = {
+            'writable': Sampler(lambda c: writable(c, primary), passwords, self.hooks_done),
+            'in_sync': Sampler(
+                lambda c: in_sync(c, primary, replicas), passwords, self.hooks_done
+            ),
+        }
+        for sampler in samplers.values():
+            sampler.start()
+        writer = None
+        if self.writer_prefix is not None:
+            writer = FollowingWriter(self.endpoint, old, self.writer_prefix)
+            writer.start()
+        start = typing.cast('float', results.recv())
+        figures: dict[str, Any] = {}
+        try:
+            writable_s, refused = samplers['writable'].result(start, 'the primary accepts writes')
+            in_sync_s, _ = samplers['in_sync'].result(start, 'replicas in sync')
+            figures |= {
+                'primary_writable_s': writable_s,
+                'writes_refused': refused,
+                'replicas_in_sync_s': in_sync_s,
+            }
+        except RuntimeError as e:
+            figures['error'] = str(e)
+        if writer is not None:
+            time.sleep(0.3)  # writing after the event
+            writer.finish()
+            figures['writer'] = {
+                'acknowledged': writer.acknowledged,
+                'failures': writer.failures,
+                'longest_gap': writer.longest_gap,
+            }
+        results.send(figures)
+
+
+def lost_writes(
+    acknowledged: list[int], key_prefix: str, connections: Connections, primary: int
+) -> int:
     """How many of the writer's acknowledged writes the primary does not have."""
     missing = 0
-    for start in range(0, len(writer.acknowledged), 10_000):
-        chunk = writer.acknowledged[start : start + 10_000]
-        port, password = deployment.ports[deployment.primary], deployment.options.password
-        values = call(port, password, 'MGET', *(f'w:{i}' for i in chunk))
+    for start in range(0, len(acknowledged), 10_000):
+        chunk = acknowledged[start : start + 10_000]
+        keys = [f'{key_prefix}{i}' for i in chunk]
+        values = connections.command(primary, 'MGET', *keys)
         missing += sum(1 for i, v in zip(chunk, values, strict=True) if v != str(i))
     return missing
 
@@ -291,147 +490,157 @@ def lost_writes(writer: Writer, deployment: Deployment) -> int:
 # ------------------------------------------------------------ events
 
 
-def change_option(deployment: Deployment, option: str) -> None:
-    """Change one option (or the password) to its other value."""
-    options = deployment.options
-    if option == 'log-level':
-        options.log_level = 'verbose' if options.log_level == 'notice' else 'notice'
-    elif option == 'maxmemory':
-        options.maxmemory = '8gb' if options.maxmemory == '' else ''
-    elif option == 'maxmemory-policy':
-        options.maxmemory_policy = (
-            'allkeys-lru' if options.maxmemory_policy == 'noeviction' else 'noeviction'
-        )
-    else:
-        number = int(options.password.rsplit('-', 1)[1]) + 1
-        options.password = f'bench-password-{number}'
+@dataclasses.dataclass
+class Bench:
+    """The application, when each of its hooks ended, and the event's observer."""
 
+    app: Application
+    hook_ended: dict[int, float] = dataclasses.field(default_factory=dict[int, float])
+    observer: Observer | None = None
 
-def run_event(deployment: Deployment, event: str, way: str) -> dict[str, Any]:
-    """One event, one way, from a steady state; its figures."""
-    result: dict[str, Any] = {}
-    restarts_before = list(deployment.restarts)
-    writer: Writer | None = None
-    old = deployment.primary
-    new = (old + 1) % 3
-    if event == 'leader-change, old primary gone':
-        deployment.servers[old].stop()  # the pod is gone (SIGTERM: it saved its RDB)
-    with idle_clients(deployment) as dropped:
-        syncs_before = deployment.sync_stats()
-        if event == 'switchover under writes':
-            writer = Writer(
-                deployment.ports[old],
-                deployment.options.password,
-                key_prefix='w:',
-                follow_endpoint=False,  # an open connection through a Service stays put
-                seconds=300,
-            )
-            writer.start()
-            time.sleep(0.5)
-        start = time.monotonic()
-        if event.startswith(('leader-change', 'switchover')):
-            result |= leader_change(deployment, way, old, new, writer)
-        else:
-            change_option(deployment, event.removeprefix('config-changed ').strip())
-            if way == 'restart':
-                threads = [
-                    threading.Thread(target=deployment.restart, args=(unit,))
-                    for unit in range(3)
-                    if deployment.write_file(unit)[0]
-                ]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-            else:
-                for unit in (deployment.primary, *deployment.replicas()):
-                    deployment.apply(unit)
-        result['primary_writable_s'] = deployment.wait_writable(start)
-        result['replicas_in_sync_s'] = deployment.wait_in_sync(start)
-        if writer is not None:
-            time.sleep(0.5)
-            writer.finish()
-            result |= {
-                'writes_acknowledged': len(writer.acknowledged),
-                'acknowledged_writes_lost': lost_writes(writer, deployment),
-                'write_failures': writer.failures,
-                'longest_write_gap_s': writer.longest_gap,
-            }
-        full, partial = sync_delta(syncs_before, deployment.sync_stats())
-        result |= {'sync_full': full, 'sync_partial_ok': partial, 'connections_dropped': dropped()}
-    restarts = zip(deployment.restarts, restarts_before, strict=True)
-    result['restarts_per_unit'] = [after - before for after, before in restarts]
-    if event == 'leader-change, old primary gone':
-        # The pod comes back (not measured): it starts from its file, as a replica.
-        deployment.write_file(old)
-        deployment.servers[old].replicaof = deployment.ports[deployment.primary]
-        deployment.servers[old].start()
-    deployment.wait_in_sync(time.monotonic())
-    return result
+    def on_hook(self, hook: Hook) -> None:
+        """The driver's callback, right after each hook: note the time, share a new password."""
+        self.hook_ended[hook.number] = time.monotonic()
+        if self.observer is not None:
+            self.observer.password.value = self.app.password().encode()
 
+    def on_kubernetes_request(self, request: Request) -> None:
+        """The charm applies ``<app>-primary``: the writer's endpoint follows it."""
+        if self.observer is None or request.method != 'PATCH' or request.body is None:
+            return
+        if request.path.endswith(f'/{PRIMARY_SERVICE}'):
+            pod = str(request.body['spec']['selector'][primary_service.POD_NAME_LABEL])
+            self.observer.endpoint.value = self.port(int(pod.rsplit('-', 1)[1]))
 
-def leader_change(
-    deployment: Deployment, way: str, old: int, new: int, writer: Writer | None
-) -> dict[str, Any]:
-    """The new leader's hook, then the followers' (the old primary's last)."""
-    others = [u for u in range(3) if u not in (old, new)]
-    old_alive = deployment.servers[old].running
-    deployment.primary = new
-    figures: dict[str, Any] = {}
-    if way == 'restart':
-        deployment.write_file(new)
-        deployment.restart(new)
-        if writer is not None:
-            writer.endpoint = deployment.ports[new]  # the leader re-points the Service
-        for unit in others:
-            deployment.write_file(unit)
-            deployment.restart(unit)
-        if old_alive:
-            deployment.write_file(old)
-            deployment.restart(old)
+    def leader_id(self) -> int:
+        """The unit Juju has elected."""
+        leader = self.app.leader()
+        if leader is None:
+            raise RuntimeError('no leader')
+        return leader.unit_id
+
+    def port(self, unit_id: int) -> int:
+        """Where the unit's server listens."""
+        return self.app.server(unit_id).port
+
+    def running(self) -> list[int]:
+        """The units whose server runs."""
+        return [u.unit_id for u in self.app.units.values() if u.server.running]
+
+    def connections(self, *also: str) -> Connections:
+        """Clients for this process: the password when they connect, or ``also``."""
+        return Connections(lambda: [self.app.password(), *also], timeout=10)
+
+    def wait_in_sync(self) -> None:
+        """Until every running replica follows the leader with everything it has."""
+        primary = self.port(self.leader_id())
+        replicas = [self.port(u) for u in self.running() if u != self.leader_id()]
+        connections = self.connections()
+        try:
+
+            def synced() -> bool | None:
+                with contextlib.suppress(valkey.exceptions.ValkeyError):
+                    return in_sync(connections, primary, replicas) or None
+                return None
+
+            valkey_server.eventually(synced, timeout=TIMEOUT, what='replicas in sync')
+        finally:
+            connections.close()
+
+    def run_event(self, event: str, way: str, number: int) -> dict[str, Any]:
+        """One event, one way, from a steady state; its figures."""
+        app = self.app
+        old = self.leader_id()
+        leader_change = event in (GONE, KILLED, ALIVE, UNDER_WRITES)
+        new = (old + 1) % 3 if leader_change else old
+        survivors = [u for u in self.running() if not (u == old and event in (GONE, KILLED))]
+        primary, replicas = self.port(new), [self.port(u) for u in survivors if u != new]
+        ports = [self.port(u) for u in survivors]
+        first_hook = len(app.hooks)
+        prefix = f'w:{number}:{way}:' if event in WITH_WRITER else None
+        with contextlib.ExitStack() as stack:
+            observer = self.connections(app.password())
+            stack.callback(observer.close)
+            dropped = stack.enter_context(idle_clients(ports, self.port(old), app.password()))
+            before = sync_stats(observer, ports)
+            self.observer = Observer(primary, replicas, app.password(), prefix)
+            self.observer.start(endpoint=self.port(old))
+            calls: list[float] = []
+            try:
+                with way_of_the_charm(way), calls_into_live(calls):
+                    self.cause(event, old, new)
+                    app.settle()
+                hooks = [h for h in app.hooks[first_hook:] if not h.check]
+                # The clock starts with the (new) leader's hook: the one that switches the primary.
+                leaders = next(h for h in hooks if h.unit == unit_name(new))
+                start, end = leaders.started, self.hook_ended[leaders.number]
+                figures = self.observer.finish(start)
+            finally:
+                self.observer = None
+            switch = next((t for t in calls if start <= t <= end), end)
+            for name in ('primary_writable', 'replicas_in_sync'):
+                at = start + figures[f'{name}_s']
+                figures[f'{name}_after_switch_s'] = max(0.0, at - switch)
+            figures['switch_in_hook_s'] = switch - start
+            figures['hooks_s'] = self.hook_ended[hooks[-1].number] - start
+            figures['hooks'] = len(hooks)
+            writer = figures.pop('writer', None)
+            if prefix is not None and writer is not None:
+                figures |= {
+                    'writes_acknowledged': len(writer['acknowledged']),
+                    'acknowledged_writes_lost': lost_writes(
+                        writer['acknowledged'], prefix, observer, primary
+                    ),
+                    'write_failures': writer['failures'],
+                    'longest_write_gap_s': writer['longest_gap'],
+                }
+            full, partial = sync_delta(before, sync_stats(observer, ports))
+            figures |= {'sync_full': full, 'sync_partial_ok': partial}
+            figures['connections_dropped'] = dropped()
+        figures['restarts_per_unit'] = [
+            sum(1 for h in hooks if h.unit == unit_name(u) and is_a_start(h)) for u in range(3)
+        ]
+        if app.errors:
+            raise RuntimeError(f'{event}, {way}: hooks raised: {app.errors}')
+        if event in (GONE, KILLED):
+            # The pod comes back (not measured): it starts from its file, as a replica.
+            app.recreate_pod(old)
+            app.settle()
+        self.wait_in_sync()
         return figures
-    if old_alive:
-        handover = live.hand_over(
-            old_primary=(HOST, deployment.ports[old]),
-            target=deployment.resolve(dns_name(new)),
-            passwords=[deployment.options.password],
-            local=(HOST, deployment.ports[new]),
-            method='pause' if way == 'live-pause' else 'failover',
-        )
-        figures['handover'] = {'status': handover.status, 'seconds': handover.seconds}
-        if handover.status != 'switched':
-            print(f'  handover: {handover.status} ({handover.reason}); promoting directly')
-    deployment.apply(new)
-    if writer is not None:
-        writer.endpoint = deployment.ports[new]
-    for unit in others:
-        deployment.apply(unit)
-    if old_alive:
-        deployment.apply(old)
-    return figures
+
+    def cause(self, event: str, old: int, new: int) -> None:
+        """What Juju, Kubernetes or the operator does; the hooks run in ``settle``."""
+        app = self.app
+        if event in (GONE, KILLED):
+            # Deleted: SIGTERM, and Valkey waits for its replicas before it exits.
+            # Killed: the node is lost, Valkey gets SIGKILL and hands nothing over.
+            app.delete_pod(old, node_lost=event == KILLED)
+            app.elect(new)
+        elif event in (ALIVE, UNDER_WRITES):
+            app.elect(new)  # Juju moved the lease; the old leader's pod keeps running
+        elif event == 'rotate-password':
+            app.run_action(old, 'rotate-password')
+        else:
+            option = event.removeprefix('config-changed ')
+            default, other = OTHER_VALUE[option]
+            app.configure(
+                **{option: other if app.config.get(option, default) == default else None}
+            )
 
 
-def ways(event: str) -> tuple[str, ...]:
-    """``restart`` and ``live``; a handover also ``live-pause`` (``hand_over(method='pause')``)."""
-    alive = event in {'leader-change, old primary alive', 'switchover under writes'}
-    return ('restart', 'live', 'live-pause') if alive else ('restart', 'live')
+def is_a_start(hook: Hook) -> bool:
+    """The hook (re)started the unit's server (the driver says how it applied a new file)."""
+    return hook.workload is not None and hook.workload.startswith(('restarted', 'started'))
 
 
-EVENTS: Final = (
-    'leader-change, old primary gone',
-    'leader-change, old primary alive',
-    'switchover under writes',
-    'rotate-password',
-    'config-changed log-level',
-    'config-changed maxmemory',
-    'config-changed maxmemory-policy',
-)
+# ------------------------------------------------------------ a dataset
 
 
-def load(deployment: Deployment, keys: int) -> dict[str, Any]:
+def load(bench: Bench, keys: int) -> dict[str, Any]:
     """Write ``keys`` keys to the primary with pipelined MSETs; wait for the replicas."""
     start = time.monotonic()
-    port, password = deployment.ports[deployment.primary], deployment.options.password
+    port, password = bench.port(bench.leader_id()), bench.app.password()
     with connect(port, password, timeout=60) as client:
         pipe = client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
         for batch in range(0, keys, BATCH):
@@ -442,8 +651,8 @@ def load(deployment: Deployment, keys: int) -> dict[str, Any]:
             if len(pipe) >= 20:
                 pipe.execute()
         pipe.execute()
-    deployment.wait_in_sync(time.monotonic())
-    memory = deployment.info(deployment.primary, 'memory')
+        memory = typing.cast('dict[str, Any]', client.info('memory'))  # pyright: ignore[reportUnknownMemberType]
+    bench.wait_in_sync()
     return {
         'keys': keys,
         'used_memory': memory['used_memory'],
@@ -453,30 +662,45 @@ def load(deployment: Deployment, keys: int) -> dict[str, Any]:
 
 
 def run_size(root: Path, name: str, keys: int) -> dict[str, Any]:
-    """Every event, both ways, on one dataset."""
-    deployment = Deployment(root / name)
-    deployment.root.mkdir()
-    try:
-        deployment.start()
-        report: dict[str, Any] = {'dataset': load(deployment, keys), 'events': {}}
+    """Every event, both ways, on one dataset, on a new application."""
+    workdir = root / name
+    workdir.mkdir()
+    bench = Bench(Application(workdir))
+    bench.app.on_hook = bench.on_hook
+    driver_hook = bench.app.kubernetes.on_request
+
+    def on_request(request: Request) -> None:
+        if driver_hook is not None:
+            driver_hook(request)
+        bench.on_kubernetes_request(request)
+
+    bench.app.kubernetes.on_request = on_request
+    with bench.app:
+        bench.app.deploy(leader=0)
+        bench.app.settle()
+        report: dict[str, Any] = {'dataset': load(bench, keys), 'events': {}}
         print(f'{name}: {report["dataset"]}', flush=True)
-        for event in EVENTS:
+        for number, event in enumerate(EVENTS):
             report['events'][event] = {}
-            for way in ways(event):
-                figures = run_event(deployment, event, way)
+            for way in WAYS:
+                figures = bench.run_event(event, way, number)
                 report['events'][event][way] = figures
-                print(f'  {event:34} {way:10} {summary(figures)}', flush=True)
-        return report
-    finally:
-        deployment.stop()
+                print(f'  {event:34} {way:8} {summary(figures)}', flush=True)
+    return report
+
+
+# ------------------------------------------------------------ output
 
 
 def summary(figures: dict[str, Any]) -> str:
-    """One line of the printed table."""
+    """One line of the printed log."""
     text = (
         f'restarts {figures["restarts_per_unit"]} '
         f'writable {figures["primary_writable_s"] * 1000:8.1f} ms  '
         f'in sync {figures["replicas_in_sync_s"] * 1000:8.1f} ms  '
+        f'(after the switch {figures["primary_writable_after_switch_s"] * 1000:.1f} / '
+        f'{figures["replicas_in_sync_after_switch_s"] * 1000:.1f} ms)  '
+        f'hooks {figures["hooks_s"] * 1000:7.1f} ms  '
         f'full/partial {figures["sync_full"]}/{figures["sync_partial_ok"]}  '
         f'dropped {figures["connections_dropped"]}'
     )
@@ -488,74 +712,87 @@ def summary(figures: dict[str, Any]) -> str:
     return text
 
 
+def ms(seconds: float) -> str:
+    """Milliseconds, to a tenth below 10."""
+    return f'{seconds * 1000:.1f}' if seconds < 0.01 else f'{seconds * 1000:.0f}'
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The table of docs/benchmark.md: one row per event and way, columns per size."""
+    """The tables of docs/benchmark.md: one row per event and way, columns per size."""
     sizes = list(report['sizes'])
-    head = ['event', 'way', 'restarts', 'full/partial']
-    head += [f'{name} keys: writable / in sync (ms)' for name in sizes]
+    events = report['sizes'][sizes[0]]['events']
+
+    def rows(event: str, way: str) -> list[dict[str, Any]]:
+        return [report['sizes'][name]['events'][event][way] for name in sizes]
+
+    head = ['event', 'way', 'restarts per unit', 'full/partial']
+    head += [f'{name} keys: writable / in sync, ms (after the switch)' for name in sizes]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    first = report['sizes'][sizes[0]]['events']
-    for event in first:
-        for way in first[event]:
-            rows = [report['sizes'][name]['events'][event][way] for name in sizes]
-            restarts = sorted({max(row['restarts_per_unit']) for row in rows})
-            syncs = ', '.join(f'{row["sync_full"]}/{row["sync_partial_ok"]}' for row in rows)
-            cells = [event, way, '/'.join(map(str, restarts)) + ' per unit', syncs]
+    for event in events:
+        for way in WAYS:
+            figures = rows(event, way)
+            restarts = sorted({str(f['restarts_per_unit']) for f in figures})
+            syncs = ', '.join(f'{f["sync_full"]}/{f["sync_partial_ok"]}' for f in figures)
+            cells = [event, way, ', '.join(restarts), syncs]
             cells += [
-                f'{row["primary_writable_s"] * 1000:.0f} / {row["replicas_in_sync_s"] * 1000:.0f}'
-                for row in rows
+                f'{ms(f["primary_writable_s"])} ({ms(f["primary_writable_after_switch_s"])}) / '
+                f'{ms(f["replicas_in_sync_s"])} ({ms(f["replicas_in_sync_after_switch_s"])})'
+                for f in figures
             ]
             lines.append('| ' + ' | '.join(cells) + ' |')
-    lines += ['', '| writer during the switchover | way | ' + ' | '.join(sizes) + ' |']
-    lines.append('|' + '---|' * (len(sizes) + 2))
-    for way in first['switchover under writes']:
-        rows = [report['sizes'][n]['events']['switchover under writes'][way] for n in sizes]
-        lost = [f'{r["acknowledged_writes_lost"]} of {r["writes_acknowledged"]}' for r in rows]
-        gap = [f'{r["longest_write_gap_s"] * 1000:.0f} ms' for r in rows]
-        lines.append(f'| acknowledged writes lost | {way} | ' + ' | '.join(lost) + ' |')
-        gaps = ' | '.join(gap)
-        lines.append(f'| longest time without an acknowledged write | {way} | {gaps} |')
+    lines += ['', '| the writer | event | way | ' + ' | '.join(sizes) + ' |']
+    lines.append('|' + '---|' * (len(sizes) + 3))
+    for event in WITH_WRITER:
+        for way in WAYS:
+            figures = rows(event, way)
+            lost = [
+                f'{f["acknowledged_writes_lost"]} of {f["writes_acknowledged"]}' for f in figures
+            ]
+            gaps = [f'{f["longest_write_gap_s"] * 1000:.0f} ms' for f in figures]
+            lines.append(
+                f'| acknowledged writes lost | {event} | {way} | ' + ' | '.join(lost) + ' |'
+            )
+            lines.append(
+                f'| longest time without an ack | {event} | {way} | ' + ' | '.join(gaps) + ' |'
+            )
     title = 'connections dropped (on the primary / replicas), every size'
-    lines += ['', f'| {title} | restart | live | live-pause |']
-    lines.append('|---|---|---|---|')
-    for event in first:
+    lines += ['', f'| {title} | ' + ' | '.join(WAYS) + ' |', '|---|---|---|']
+    for event in events:
         cells: list[str] = []
-        for way in ('restart', 'live', 'live-pause'):
-            if way not in first[event]:
-                cells.append('-')
-                continue
-            figures = [report['sizes'][n]['events'][event][way] for n in sizes]
-            dropped = [f['connections_dropped'] for f in figures]
-            seen: set[tuple[int, int]] = {(d['on_primary'], d['on_replicas']) for d in dropped}
+        for way in WAYS:
+            dropped = [f['connections_dropped'] for f in rows(event, way)]
+            seen = {(d['on_primary'], d['on_replicas']) for d in dropped}
             cells.append(', '.join(f'{p} / {r}' for p, r in sorted(seen)))
         lines.append(f'| {event} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
 def main() -> int:
-    """Run every size, print the table, write the JSON."""
+    """Run every size, print the tables, write the JSON."""
     parser = argparse.ArgumentParser(description='Failover benchmark: restarts vs live.')
     parser.add_argument('output', nargs='?', default=REPO_ROOT / 'bench/results/failover.json')
     parser.add_argument(
         '--sizes', default=','.join(SIZES), help='comma-separated: ' + ', '.join(SIZES)
     )
     args = parser.parse_args()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     report: dict[str, Any] = {
-        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'machine': platform.machine(),
-        'python': platform.python_version(),
+        **machine(),
+        'cpus': os.cpu_count(),
         'valkey_server': valkey_server.version(),
         'valkey_py': valkey.__version__,
         'sizes': {},
     }
+    start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix='valkey-failover-') as tmp:
         for name in args.sizes.split(','):
             report['sizes'][name] = run_size(Path(tmp), name, SIZES[name])
+    report['wall_seconds'] = round(time.monotonic() - start)
     print(markdown(report))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + '\n')
-    print(f'written: {output}')
+    print(f'written: {output} ({report["wall_seconds"]} s)')
     return 0
 
 

@@ -87,6 +87,7 @@ import dataclasses
 import functools
 import json
 import shutil
+import time
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -253,6 +254,9 @@ class Hook:
     """The pod ``<app>-primary`` selected after the hook, if it changed in the hook."""
     answered: tuple[str, ...] = ()
     """The client relations whose application databag the hook changed (``valkey-client:20``)."""
+    started: float = 0.0
+    """``time.monotonic()`` when the driver began dispatching the hook: the
+    failover benchmark times the workload from the start of the hook that switches it."""
 
     @property
     def changed(self) -> bool:
@@ -493,7 +497,7 @@ class Application:
         for unit in self.live_units():
             unit.queue.append(Pending('config-changed'))
 
-    def delete_pod(self, unit_id: int) -> None:
+    def delete_pod(self, unit_id: int, *, node_lost: bool = False) -> None:
         """The unit's pod is deleted (``kubectl delete pod``, an eviction, a node lost).
 
         Kubernetes sends the pod SIGTERM; Juju runs ``stop`` in it before it goes
@@ -503,9 +507,16 @@ class Application:
         in the peer relation: nobody sees ``relation-departed``. Its lease is
         not handed over: Juju elects another unit only once it runs out
         (:meth:`elect`). Events queued for it wait for the new pod.
+
+        ``node_lost``: the pod's node died instead. Nothing runs in the pod any
+        more (no ``stop``) and Valkey is killed (SIGKILL): it saves nothing and
+        waits for no replica.
         """
         unit = self.units[unit_id]
-        self._dispatch(unit, Pending('stop'))
+        if node_lost:
+            unit.server.kill()
+        else:
+            self._dispatch(unit, Pending('stop'))
         unit.server.stop()
         unit.pod_up = unit.pebble_up = False
 
@@ -880,6 +891,7 @@ class Application:
                 unit.in_relation = True
             else:
                 self.client_relations[pending.relation_id].members.add(unit.unit_id)
+        started = time.monotonic()
         leader_at_start = unit.leader
         state_in = self._input_state(unit)
         removed_before = len(unit.charm.ctx.removed_secret_revisions)
@@ -921,6 +933,7 @@ class Application:
             failed=failed,
             service_selects=services_after if services_after != services_before else None,
             answered=answered,
+            started=started,
         )
         self.hooks.append(hook)
         if not check:

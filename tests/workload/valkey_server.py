@@ -247,6 +247,12 @@ class ValkeyServer:
                 self._log.close()
                 self._log = None
 
+    def kill(self) -> None:
+        """Kill the server's process group (SIGKILL), as a lost node would; ``stop`` reaps it."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+
     def restart(self, *, replicaof: int | None = None) -> None:
         self.stop()
         self.replicaof = replicaof
