@@ -5,11 +5,16 @@
 
 Three units of the real charm (run by ops.testing) and three real
 ``valkey-server`` processes on 127.0.0.1, driven in Juju's event order by
-``driver.py``. Narrates four scenes: deploy; the leader's pod is deleted and
+``driver.py``. Narrates six scenes: deploy; the leader's pod is deleted and
 Juju elects another unit, whose ``leader-elected`` does the leader's work; the
 StatefulSet recreates the pod, which comes back as a replica;
-``rotate-password``. Exits non-zero if the application does not converge or a
-check fails (one primary, the leader; every other unit replicates from it;
+``rotate-password``; the lease moves between live units while a client
+writes (the old primary hands over: how long until the new one accepts
+writes, and no acknowledged write lost); a client application integrated,
+then the lease moves (its credentials and address do not change). With
+``--lease-runs-out``, one more: a new leader's lease runs out mid-hook.
+Exits non-zero if the application does not converge or a check fails (one
+primary, the leader; every other unit replicates from it;
 ``<app>-primary`` selects the leader's pod). Never prints a password: the demo
 checks its own output for every revision of it before it ends.
 """
@@ -22,18 +27,22 @@ import io
 import json
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis.exceptions
+import valkey.exceptions
 
 from ..workload import valkey_server
 from ..workload.charm_unit import APP, MODEL, unit_name
+from ..workload.continuous_writes import Writer, connect
 from .driver import (
     PRIMARY_SERVICE,
     Application,
     ClientCredentials,
+    Handover,
     Hook,
     LeaseExpiry,
     Settled,
@@ -64,17 +73,20 @@ class Narrator:
         self.say(f'  #{hook.number:<3} {short(hook.unit):<7} {lead:<6} {hook.event}')
         pad = ' ' * 20
         if hook.lease_ran_out:
-            self.say(f'{pad}its lease ran out during a Kubernetes call')
-        if hook.service_selects:
-            self.say(f'{pad}pointed the {PRIMARY_SERVICE} Service at pod {hook.service_selects}')
-        if hook.published:
-            self.say(f'{pad}published in the peer app databag: {published(hook)}')
+            self.say(f'{pad}its lease ran out during a slow call')
+        # In the order the charm does them.
         for relation in hook.answered:
             self.say(f'{pad}answered the client in the app databag of {relation}')
         if hook.wrote:
             self.say(f'{pad}wrote /run/valkey/valkey.conf: {hook.wrote}')
+        if hook.handover:
+            self.say(f'{pad}{handed_over(hook.handover)}')
         if hook.workload:
             self.say(f'{pad}{hook.workload}')
+        if hook.service_selects:
+            self.say(f'{pad}pointed the {PRIMARY_SERVICE} Service at pod {hook.service_selects}')
+        if hook.published:
+            self.say(f'{pad}published in the peer app databag: {published(hook)}')
         self.say(f'{pad}status: {hook.status.name}: {hook.status.message}')
         if hook.failed:
             self.say(f'{pad}hook failed ({hook.failed}); Juju runs it again')
@@ -112,6 +124,13 @@ class Narrator:
 
 def short(unit: str) -> str:
     return 'unit/' + unit.rsplit('/', 1)[1]
+
+
+def handed_over(handover: Handover) -> str:
+    old = short(handover.from_unit or 'an unknown unit')
+    if handover.status == 'switched':
+        return f"{old}'s server handed the primary role over in {handover.seconds * 1000:.0f} ms"
+    return f'no handover from {old} ({handover.status}: {handover.reason}); promoted directly'
 
 
 def published(hook: Hook) -> str:
@@ -261,6 +280,47 @@ class Demo:
         self.show_primary(1)
         return settled
 
+    def live_switchover(self) -> Settled:
+        """Issue 10: the lease moves between live units; the old primary hands over."""
+        app = self.app
+        old, new = 1, 0
+        pids = {unit.unit_id: unit.server.pid for unit in app.live_units()}
+        self.say(f"  Juju moves the lease to unit/{new} while unit/{old}'s pod keeps running (its")
+        self.say('  agent restarted, say). A client writes through the Service all along.')
+        self.say(f"  unit/{new}'s leader-elected checks is_leader() again, then its server takes")
+        self.say(f"  the primary role live: unit/{old}'s server still answers, so it hands over")
+        self.say(f'  first: writes paused, unit/{new} catches up, unit/{old} demotes itself,')
+        self.say(f'  unit/{new} promotes, writes resume. Only then is the Service re-pointed:')
+        with SwitchoverClient(app, new) as client:
+            app.elect(new)
+            settled = app.settle()
+            self.narrator.settled(settled)
+        elected = [h for h in app.hooks if h.event == 'leader-elected'][-1]
+        handover, writable_at = elected.handover, client.writable_at
+        check(elected.unit == unit_name(new), f'leader-elected ran on unit/{new}')
+        if handover is None or handover.status != 'switched' or writable_at is None:
+            raise AssertionError(f'no handover, or no write accepted on unit/{new}: {handover}')
+        check(client.lost == 0, f'{client.lost} acknowledged writes were lost')
+        restarted = [u.name for u in app.live_units() if u.server.pid != pids[u.unit_id]]
+        check(not restarted, f'no server restarted ({restarted})')
+        self.say(
+            f"  unit/{old}'s server handed over in {handover.seconds * 1000:.0f} ms; unit/{new} "
+            'accepted writes '
+            f'{(writable_at - handover.started) * 1000:.0f} ms after the handover began'
+        )
+        self.say(
+            f'  ({(writable_at - elected.started) * 1000:.0f} ms after its leader-elected '
+            'began, most of it the simulated hook itself).'
+        )
+        self.say(
+            f'  The client: {len(client.writer.acknowledged)} writes acknowledged, '
+            f'{client.lost} lost, the longest wait {client.writer.longest_gap * 1000:.0f} ms '
+            '(until it reconnected'
+        )
+        self.say('  through the re-pointed Service). No server restarted (same process IDs).')
+        self.show_primary(new)
+        return settled
+
     def client_keeps_its_credentials(self) -> Settled:
         """Issue 13: a client integrated, then a leadership change it does not notice."""
         app = self.app
@@ -329,18 +389,93 @@ class Demo:
 
     def lease_runs_out(self) -> Settled:
         """Issue 12's sequence (opt-in: ``tox -e demo -- --lease-runs-out``)."""
-        self.say('  Juju moves the lease to unit/0 (its pod keeps running: say its agent')
-        self.say('  restarted). In its leader-elected, the second Kubernetes request is slow:')
-        self.say('  the lease runs out during it, and Juju hands leadership back to unit/1.')
-        self.say("  Whatever unit/0 applied to Kubernetes stays; unit/1's leader-elected must")
-        self.say('  check the Service against the world and point it back at pod 1:')
-        self.app.elect(0)
-        self.app.expire_lease(LeaseExpiry(unit_id=0, at_slow_call=2, then=1))
+        leader = self.app.leader()
+        check(leader is not None, 'Juju has a leader')
+        back = leader.unit_id if leader is not None else 0
+        new = (back + 1) % len(self.app.units)
+        self.say(f'  Juju moves the lease to unit/{new} (its pod keeps running: say its agent')
+        self.say('  restarted). Its server takes the primary role (a handover), then, in its')
+        self.say('  second Kubernetes request, the lease runs out, and Juju hands leadership')
+        self.say(f'  back to unit/{back}. Whatever unit/{new} did outside Juju stays: the Service')
+        self.say(f"  and its server's role. unit/{back}'s leader-elected must check both against")
+        self.say('  the world, whatever was recorded, and take them back:')
+        self.app.elect(new)
+        self.app.expire_lease(LeaseExpiry(unit_id=new, at_slow_call=2, then=back))
         settled = self.app.settle()
         self.narrator.settled(settled)
         check(not self.app.errors, f'no hook raised ({self.app.errors})')
-        self.show_primary(1)
+        self.show_primary(back)
         return settled
+
+
+class SwitchoverClient:
+    """A client writing through ``<app>-primary``, and a probe of the next primary.
+
+    The writer keeps its connection until a write fails (as a connection through
+    a Service stays on the pod it reached), then reconnects to the pod the
+    Service selects by then. The probe tries a write on ``new``'s server every
+    half millisecond and notes when the first one is accepted.
+    """
+
+    def __init__(self, app: Application, new: int) -> None:
+        self.app = app
+        self.password = app.password()
+        self.writer = Writer(
+            self._selected_port(),
+            self.password,
+            key_prefix='switchover:',
+            follow_endpoint=False,
+            seconds=60,
+        )
+        self._probe_port = app.server(new).port
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._follow_service, daemon=True)]
+        self._threads.append(threading.Thread(target=self._probe, daemon=True))
+        self.writable_at: float | None = None
+        self.lost = 0
+
+    def _selected_port(self) -> int:
+        selected = self.app.primary_service_selects() or ''
+        return self.app.server(int(selected.rsplit('-', 1)[-1])).port
+
+    def _follow_service(self) -> None:
+        while not self._stop.wait(0.0005):
+            self.writer.endpoint = self._selected_port()
+
+    def _probe(self) -> None:
+        client = connect(self._probe_port, self.password, timeout=2)
+        while self.writable_at is None and not self._stop.is_set():
+            try:
+                client.execute_command('SET', 'switchover-probe', '1')  # pyright: ignore[reportUnknownMemberType]
+            except valkey.exceptions.ReadOnlyError:
+                time.sleep(0.0005)
+                continue
+            self.writable_at = time.monotonic()
+        client.close()
+
+    def __enter__(self) -> SwitchoverClient:
+        self.writer.start()
+        valkey_server.eventually(
+            lambda: len(self.writer.acknowledged) > 100 or None, what='writes before'
+        )
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        # Some writes on the new primary too, then count what it lost.
+        count = len(self.writer.acknowledged)
+        valkey_server.eventually(
+            lambda: len(self.writer.acknowledged) > count + 100 or None, what='writes after'
+        )
+        self._stop.set()
+        self.writer.finish()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        keys = [f'switchover:{index}' for index in self.writer.acknowledged]
+        with valkey_server.Client(self._selected_port(), self.password) as client:
+            present = client.command('EXISTS', *keys)
+        self.lost = len(keys) - int(str(present))
 
 
 def client_can(app: Application, creds: ClientCredentials, port: int, *command: str) -> bool:
@@ -381,10 +516,14 @@ def run(
             ("2. the leader's pod is deleted; Juju elects unit/1", demo.leaders_pod_dies),
             ('3. the StatefulSet recreates pod 0', demo.pod_comes_back),
             ('4. juju run valkey-leader-k8s/1 rotate-password', demo.rotate_password),
+            ("5. the lease moves to unit/0, unit/1's pod still up", demo.live_switchover),
         ]
         if lease_scene:
             scenarios.append(
-                ("5. unit/0's lease runs out in its leader-elected", demo.lease_runs_out)
+                (
+                    f"{len(scenarios) + 1}. a new leader's lease runs out in leader-elected",
+                    demo.lease_runs_out,
+                )
             )
         scenarios.append(
             (

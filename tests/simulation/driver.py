@@ -257,6 +257,8 @@ class Hook:
     started: float = 0.0
     """``time.monotonic()`` when the driver began dispatching the hook: the
     failover benchmark times the workload from the start of the hook that switches it."""
+    handover: Handover | None = None
+    """The old primary's handover this hook asked for (``live.hand_over``), if any."""
 
     @property
     def changed(self) -> bool:
@@ -269,6 +271,19 @@ class Hook:
             or self.lease_ran_out
             or self.service_selects
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Handover:
+    """A new leader's ``live.hand_over`` from the server its own server followed."""
+
+    from_unit: str | None
+    """The unit whose server was asked to hand over (``None``: no unit listens there)."""
+    status: live.HandoverStatus
+    reason: str
+    started: float
+    """``time.monotonic()`` when the charm called ``hand_over``."""
+    seconds: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,6 +423,7 @@ class _Running:
     lease_ran_out: bool = False
     service_restarted: bool = False
     """The charm (re)started the Valkey service (replan, restart or start) in this hook."""
+    handover: Handover | None = None
 
 
 class Application:
@@ -865,7 +881,17 @@ class Application:
 
     def _hand_over(self, **kwargs: Any) -> live.HandoverResult:
         """``live.hand_over``, a slow call: it waits for another unit's server to catch up."""
+        started = time.monotonic()
         result = _HAND_OVER(**kwargs)
+        if self._running is not None:
+            old_primary: tuple[str, int] = kwargs['old_primary']
+            self._running.handover = Handover(
+                from_unit=self.unit_of_port(old_primary[1]),
+                status=result.status,
+                reason=result.reason,
+                started=started,
+                seconds=result.seconds,
+            )
         self.slow_call(f'valkey hand_over: {result.status}')
         return result
 
@@ -934,6 +960,7 @@ class Application:
             service_selects=services_after if services_after != services_before else None,
             answered=answered,
             started=started,
+            handover=running.handover,
         )
         self.hooks.append(hook)
         if not check:
