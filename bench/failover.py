@@ -644,7 +644,8 @@ def after_the_switch(
         out[f'{name}_after_switch_s'] = max(0.0, start + figures[f'{name}_s'] - switch)
     in_sync_at = start + figures['replicas_in_sync_s']
     last_switch = max((t for t in calls if switch <= t <= in_sync_at), default=switch)
-    out['replicas_in_sync_after_their_switch_s'] = in_sync_at - last_switch
+    # In sync all along (an option change): 0, as for the other figures.
+    out['replicas_in_sync_after_their_switch_s'] = max(0.0, in_sync_at - last_switch)
     return out
 
 
