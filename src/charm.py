@@ -10,9 +10,9 @@ A reference for the ops how-to "Manage leadership changes"
 * ``leader-elected`` is observed; the deprecated ``leader-settings-changed`` is not.
 * The leader tells the other units who leads by writing the peer relation's
   application databag; they react to ``valkey-peers-relation-changed``.
-* Only the leader writes the application secret and the peer databag, and it
-  checks ``is_leader()`` again right before each write: Juju guarantees
-  leadership for only 30 seconds after it was last confirmed.
+* Only the leader writes the application secret, the peer databag and the
+  Service, and takes the primary role; it checks ``is_leader()`` again right
+  before each: Juju guarantees leadership for only 30 s after the last check.
 * Nothing leader-only is deferred: a deferred event re-runs later, when this
   unit may no longer lead. Every event runs one idempotent reconcile instead,
   and the next event retries whatever could not be done.
@@ -89,7 +89,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         self._reconcile()
 
     def _on_upgrade_charm(self, _: ops.UpgradeCharmEvent) -> None:
-        # New code may define the Service differently; `juju refresh` repairs a hand-edited one.
+        # As on leader-elected (new code may define the Service anew; `juju refresh` repairs it).
         self._reconcile(recheck_outside_juju=True)
 
     def _on_other_event(self, _: ops.EventBase) -> None:
@@ -210,7 +210,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         1. The app secret with the password: a new leader reuses its predecessor's.
         2. Every client relation's user, answer and secret; the users, for the others.
         3. This unit's server becomes the primary: the old one hands over if it answers.
-        4. The ``<app>-primary`` Kubernetes Service selects this unit's pod, now writable.
+        4. The ``<app>-primary`` Kubernetes Service selects this unit's pod.
         5. The leader record in the peer application databag: how the others learn.
         """
         previous = self._previous_record()
@@ -246,7 +246,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         # relation-created runs us again. An unchanged record is not rewritten:
         # that would wake every peer up for nothing.
         if relation is not None and record != previous:
-            # The Kubernetes call above may have been slow: check again.
+            # The handover and the Kubernetes call above may have been slow: check again.
             self._ensure_still_leader()
             relation.save(record, self.app)
             logger.info('Published %s as the leader at %s', record.unit, record.address)

@@ -35,7 +35,8 @@ How the charm calls it, in its one reconcile path:
   anyway (it is running, the Pebble plan is not new),
   ``apply_live(settings, passwords=[new, previous])``. On
   ``restart_needed``, log ``reason`` and restart, as before. Only when the
-  file changed: a server started from the file already runs it, and
+  file changed (and on ``leader-elected`` and ``upgrade-charm``, see below):
+  a server started from the file already runs it, and
   importing ``valkey`` costs a hook about 70 ms (a process importing ops and
   valkey: 240 ms, ops alone: 168 ms, on the machine of docs/benchmark.md),
   which every ``update-status`` would otherwise pay. This one call
@@ -52,9 +53,10 @@ How the charm calls it, in its one reconcile path:
   charm's ``method='pause'`` meets issue 10's targets (a few ms,
   docs/benchmark.md); ``'failover'`` (Valkey's own ``FAILOVER``) waits up to
   a second for the replica's periodic ACK. Whatever the outcome, the
-  promotion follows (``REPLICAOF NO ONE``). On ``leader-elected`` the charm
-  runs ``apply_live`` even when the file did not change: a leader that lost
-  its lease right after a handover may have taken the role from this unit.
+  promotion follows (``REPLICAOF NO ONE``). On ``leader-elected`` and
+  ``upgrade-charm`` the charm runs ``apply_live`` even when the file did not
+  change: a leader that lost its lease right after a handover may have taken
+  the role from this unit.
 * The demoted unit's own hook later: its file says replica; after a
   handover its server already follows the new primary (``unchanged``).
 """
@@ -104,7 +106,7 @@ _SECRET_OPTIONS: Final = frozenset({'masterauth', 'requirepass'})
 LiveStatus = Literal['unchanged', 'applied', 'not-running', 'auth-refused', 'refused']
 HandoverMethod = Literal['failover', 'pause']
 HandoverStatus = Literal[
-    'switched', 'already-primary', 'unreachable', 'auth-refused', 'refused', 'timed-out'
+    'switched', 'forced', 'already-primary', 'unreachable', 'auth-refused', 'refused', 'timed-out'
 ]
 
 
@@ -231,8 +233,9 @@ def apply_live(
     is up starts with ``hand_over`` from that primary: it may still take
     writes (Juju moved the lease, the old leader's pod lives on). Whatever the
     handover's outcome (in ``LiveResult.handover``), the server is then
-    promoted: if the old primary refused or did not answer within a second,
-    as after a crash.
+    promoted (a no-op after ``switched`` or ``forced``): if the old primary
+    did not answer within a second, refused, or refused the password, as
+    after a crash.
 
     The password change, and why replication never needs a restart for it:
 
@@ -283,9 +286,8 @@ def apply_live(
             if todo.role == ('NO', 'ONE') and linked and settings.announce_host:
                 # Its primary still answers: it may hold writes this server has not
                 # received yet. It hands over first; then REPLICAOF NO ONE is a no-op.
-                old = (str(replication['master_host']), int(str(replication['master_port'])))
                 handover = hand_over(
-                    old_primary=old,
+                    old_primary=_primary_of(replication),
                     target=resolve(settings.announce_host),
                     passwords=passwords,
                     local=address,
@@ -367,17 +369,24 @@ def _execute(client: _Client, todo: Plan, passwords: Sequence[str]) -> LiveResul
 
 @dataclasses.dataclass(frozen=True)
 class HandoverResult:
-    """What ``hand_over`` did; the caller promotes directly unless ``switched``."""
+    """What ``hand_over`` did; the caller promotes this unit's server whatever it is."""
 
     status: HandoverStatus
     """``switched``: the old primary handed over and this unit is the primary now.
-    ``already-primary``: nothing to do. Anything else: promote with
-    ``REPLICAOF NO ONE`` (``apply_live``), accepting that writes the old primary
-    acknowledged after its last replicated offset are lost."""
+    ``forced``: this unit did not catch up within the bound, and the old
+    primary was demoted anyway, so that two servers never take writes: the
+    writes it acknowledged in the gap are lost. ``already-primary``: nothing
+    to do. Anything else: the old primary was left as it was, and the caller
+    promotes with ``REPLICAOF NO ONE``; two servers take writes until the old
+    one's own hook demotes it."""
     reason: str = ''
     """What went wrong, in Valkey's words where it said; never holds a password."""
     seconds: float = 0.0
     """From the call until the result was known."""
+
+
+MAX_HOPS: Final = 3
+"""How far ``hand_over`` follows replicas of replicas to the primary at the top."""
 
 
 def hand_over(
@@ -390,32 +399,34 @@ def hand_over(
     connect_timeout: float = PEER_CONNECT_TIMEOUT,
     method: HandoverMethod = 'pause',
 ) -> HandoverResult:
-    """Ask the old primary to hand over to this unit: ``FAILOVER TO <target> TIMEOUT <ms>``.
+    """Ask the old primary to hand the primary role over to this unit's server.
 
-    Valkey's coordinated failover pauses writes on the old primary, waits until
-    the target replica has every byte of the replication stream, demotes the
-    old primary to a replica of the target and promotes the target
-    (https://valkey.io/commands/failover/). No write the old primary
-    acknowledged is lost; writes sent meanwhile wait, then are refused as on
-    any replica (``-READONLY``), so clients retry on the new primary.
+    The charm's way (``method='pause'``, see ``_pause_and_swap``): pause writes
+    on the old primary, wait until this unit has every byte of its replication
+    stream, demote it to a replica of this unit, promote this unit. No write
+    the old primary acknowledged is lost; writes sent meanwhile wait, then are
+    refused as on any replica (``-READONLY``), so clients retry on the new
+    primary. Valkey's own ``FAILOVER TO <target> TIMEOUT <ms>``
+    (https://valkey.io/commands/failover/, ``method='failover'``) does the
+    same inside the old primary, but waits for the replica's once-a-second
+    ``REPLCONF ACK``: up to a second (docs/benchmark.md).
+
+    If the server at ``old_primary`` is itself a replica (a leader took the
+    role from it, then lost its lease before saying so), the primary it
+    follows is asked instead, up to ``MAX_HOPS`` servers away.
 
     Args:
-        old_primary: where the previous leader's server is reached.
-        target: this unit as the old primary lists it in ``INFO replication``:
-            its announced name (``replica-announce-ip``, the stable DNS name in
-            the file) and port.
-        passwords: the passwords to try, on both servers, in order (the
+        old_primary: the server this unit's server replicates from.
+        target: this unit as the old primary knows it: its announced name
+            (``replica-announce-ip``, the stable DNS name in the file) and port.
+        passwords: the passwords to try, on every server, in order (the
             desired one, then the one in the file this unit's server started from).
-        local: this unit's own server, polled until it reports ``role:master``.
-        timeout_ms: how long the old primary may wait for this unit to catch
-            up before it gives up and stays primary; this call waits that long
-            plus a second at most, then sends ``FAILOVER ABORT``.
+        local: this unit's own server.
+        timeout_ms: how long the old primary's writes may stay paused while this
+            unit catches up (``pause``), or how long ``FAILOVER`` may take.
         connect_timeout: how long the old primary has to answer at all; past
             it the result is ``unreachable`` and the caller promotes directly.
-        method: ``pause`` (the charm's): Valkey's steps done from here,
-            which do not wait for the target's once-a-second ``REPLCONF ACK``
-            (see ``_pause_and_swap``); or ``failover``: Valkey's ``FAILOVER``,
-            which does (up to a second; docs/benchmark.md).
+        method: ``pause`` (the charm's) or ``failover`` (Valkey's ``FAILOVER``).
     """
     import valkey.exceptions  # noqa: PLC0415
 
@@ -430,32 +441,48 @@ def hand_over(
                 return done('refused', f"this unit's server: {mine.reason}")
             if _info(mine.execute_command('INFO', 'replication')).get('role') == 'master':
                 return done('already-primary')
-            with _authenticated(old_primary, passwords, connect_timeout) as old:
-                if isinstance(old, LiveResult):
-                    if old.status == 'auth-refused':
-                        return done('auth-refused', 'the old primary refused the password')
-                    return done('unreachable', f'the old primary did not answer ({old.reason})')
-                if method == 'pause':
-                    status, reason = _pause_and_swap(old, mine, target, timeout_ms)
-                    return done(status, reason)
-                try:
-                    old.execute_command(
-                        'FAILOVER', 'TO', target[0], target[1], 'TIMEOUT', timeout_ms
-                    )
-                except valkey.exceptions.ResponseError as e:
-                    return done('refused', f'FAILOVER refused: {e}')
-                deadline = time.monotonic() + timeout_ms / 1000 + 1.0
-                while time.monotonic() < deadline:
-                    role = _info(mine.execute_command('INFO', 'replication')).get('role')
-                    if role == 'master':
-                        return done('switched')
-                    time.sleep(0.002)
-                # Already over if the old primary gave up by itself.
-                with contextlib.suppress(valkey.exceptions.ValkeyError):
-                    old.execute_command('FAILOVER', 'ABORT')
-                return done('timed-out', f'no switch within {timeout_ms} ms; aborted')
+            address = old_primary
+            for _ in range(MAX_HOPS):
+                with _authenticated(address, passwords, connect_timeout) as old:
+                    if isinstance(old, LiveResult):
+                        if old.status == 'auth-refused':
+                            return done('auth-refused', 'the old primary refused the password')
+                        reason = f'the old primary did not answer ({old.reason})'
+                        return done('unreachable', reason)
+                    replication = _info(old.execute_command('INFO', 'replication'))
+                    if replication.get('role') == 'master':
+                        if method == 'pause':
+                            return done(*_pause_and_swap(old, mine, target, timeout_ms))
+                        return done(*_failover(old, mine, target, timeout_ms))
+                    if replication.get('master_link_status') != 'up':
+                        return done('refused', 'the old primary is a replica of nothing up')
+                    address = _primary_of(replication)
+            return done('refused', f'no primary within {MAX_HOPS} servers')
+    except valkey.exceptions.ResponseError as e:
+        return done('refused', f'a server refused: {e}')
     except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
         return done('unreachable', f'a server stopped answering ({type(e).__name__})')
+
+
+def _failover(
+    old: _Client, mine: _Client, target: Address, timeout_ms: int
+) -> tuple[HandoverStatus, str]:
+    """Valkey's ``FAILOVER TO``; then wait for this unit to report ``role:master``."""
+    import valkey.exceptions  # noqa: PLC0415
+
+    try:
+        old.execute_command('FAILOVER', 'TO', target[0], target[1], 'TIMEOUT', timeout_ms)
+    except valkey.exceptions.ResponseError as e:
+        return 'refused', f'FAILOVER refused: {e}'
+    deadline = time.monotonic() + timeout_ms / 1000 + 1.0
+    while time.monotonic() < deadline:
+        if _info(mine.execute_command('INFO', 'replication')).get('role') == 'master':
+            return 'switched', ''
+        time.sleep(0.002)
+    # Already over if the old primary gave up by itself.
+    with contextlib.suppress(valkey.exceptions.ValkeyError):
+        old.execute_command('FAILOVER', 'ABORT')
+    return 'timed-out', f'no switch within {timeout_ms} ms; aborted'
 
 
 def _pause_and_swap(
@@ -468,13 +495,16 @@ def _pause_and_swap(
     own; so it takes up to a second (docs/benchmark.md). Here the target's
     offset is read from the target itself:
 
+    0. check that ``target`` is this unit's server, as it announces itself;
     1. ``CLIENT PAUSE <timeout_ms> WRITE`` on the old primary: no write is
        acknowledged from now on (writers wait), and the pause ends by itself
        if this hook dies;
-    2. read its ``master_repl_offset``, and check it lists the target as a
-       replica;
+    2. read its ``master_repl_offset``, and check that this unit replicates
+       its history (the same ``master_replid``: directly, or through a replica);
     3. wait until this unit's ``slave_repl_offset`` reaches that offset: it
-       has every write the old primary acknowledged;
+       has every write the old primary acknowledged. If it does not within
+       80% of the pause, go on anyway (``forced``): this unit is the leader,
+       and one primary that lost the gap beats two that both take writes;
     4. ``REPLICAOF <target>`` on the old primary: it demotes itself first, so
        that at no moment do two servers accept writes (if this hook dies
        now, there is no primary until the hook is retried, never two);
@@ -486,37 +516,39 @@ def _pause_and_swap(
     """
     import valkey.exceptions  # noqa: PLC0415
 
+    # The old primary will replicate from ``target``: it must be this unit's
+    # server, as it announces itself (its replica-announce-ip and port).
+    announced = _pairs(mine.execute_command('CONFIG', 'GET', 'replica-announce-ip', 'port'))
+    host, port = target[0], str(target[1])
+    if (announced.get('replica-announce-ip'), announced.get('port')) != (host, port):
+        return 'refused', f'{host}:{port} is not this unit: not a replica to hand over to'
     deadline = time.monotonic() + timeout_ms / 1000 * 0.8  # well inside the pause
     try:
         old.execute_command('CLIENT', 'PAUSE', timeout_ms, 'WRITE')
     except valkey.exceptions.ResponseError as e:
         return 'refused', f'CLIENT PAUSE refused: {e}'
+    demoted = False
     try:
         replication = _info(old.execute_command('INFO', 'replication'))
         if replication.get('role') != 'master':
             return 'refused', 'the old primary is not a primary any more'
-        entries = [
-            typing.cast('dict[str, object]', value)
-            for key, value in replication.items()
-            if key.startswith('slave') and isinstance(value, dict)
-        ]
-        if not any(
-            str(e.get('ip')) == target[0] and str(e.get('port')) == str(target[1]) for e in entries
-        ):
-            return 'refused', f'{target[0]}:{target[1]} is not a replica of the old primary'
+        history = replication.get('master_replid')
+        if _info(mine.execute_command('INFO', 'replication')).get('master_replid') != history:
+            return 'refused', "this unit's server does not replicate the old primary"
         offset = int(str(replication['master_repl_offset']))
+        behind = 0
         while True:
             mine_now = _info(mine.execute_command('INFO', 'replication'))
-            if int(str(mine_now.get('slave_repl_offset', -1))) >= offset:
+            behind = offset - int(str(mine_now.get('slave_repl_offset', -1)))
+            if behind <= 0 or time.monotonic() > deadline:
                 break
-            if time.monotonic() > deadline:
-                return 'timed-out', f'this unit did not catch up within {timeout_ms} ms'
             time.sleep(0.0005)
         old.execute_command('REPLICAOF', target[0], target[1])
+        demoted = True
     except valkey.exceptions.ResponseError as e:
         return 'refused', f'the old primary refused: {e}'
     finally:
-        if not _is_replica(old):
+        if not demoted:
             with contextlib.suppress(valkey.exceptions.ValkeyError):
                 old.execute_command('CLIENT', 'UNPAUSE')
     try:
@@ -529,16 +561,10 @@ def _pause_and_swap(
     finally:
         with contextlib.suppress(valkey.exceptions.ValkeyError):
             old.execute_command('CLIENT', 'UNPAUSE')
+    if behind > 0:
+        lost = f'{behind} bytes of writes the old primary acknowledged are lost'
+        return 'forced', f'this unit did not catch up within {timeout_ms * 0.8:.0f} ms; {lost}'
     return 'switched', ''
-
-
-def _is_replica(client: _Client) -> bool:
-    import valkey.exceptions  # noqa: PLC0415
-
-    try:
-        return _info(client.execute_command('INFO', 'replication')).get('role') == 'slave'
-    except valkey.exceptions.ValkeyError:
-        return False  # unknown: treat it as not demoted, and unpause it
 
 
 # ------------------------------------------------------------------ helpers
@@ -626,6 +652,11 @@ def _pairs(reply: object) -> dict[str, str]:
         return {str(k): str(v) for k, v in items.items()}
     flat = [str(x) for x in typing.cast('list[object]', reply)]
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _primary_of(replication: Mapping[str, object]) -> Address:
+    """The primary a replica's ``INFO replication`` names."""
+    return (str(replication['master_host']), int(str(replication['master_port'])))
 
 
 def _info(reply: object) -> dict[str, object]:

@@ -4,7 +4,8 @@
 """The workload container: put the rendered file in place, and make Valkey run it.
 
 Push the file only when it differs, and add the Pebble layer only when it
-changed. A changed file is applied to the running server live
+changed. A changed file (on ``leader-elected`` and ``upgrade-charm``, the file
+even if unchanged) is applied to the running server live
 (:mod:`live`: role, password, options; no dropped connection, no reload of the
 data); Valkey restarts only when that is impossible (not running yet, a new
 Pebble plan, a live apply that failed), and the log says why. Raises
@@ -47,6 +48,8 @@ def configure(
 
     ``recheck``: compare the running server with the file even if the file is
     unchanged (a previous leader may have changed the server's role live).
+    A promotion starts with a handover from the old primary if it still answers
+    (``live.apply_live``).
     """
     if not container.can_connect():
         return ops.WaitingStatus('waiting for Pebble in the valkey container')
@@ -100,11 +103,11 @@ def _restart_needed(
     result = live.apply_live(
         settings, passwords=passwords, address=live.LOCAL, resolve=live.same_host
     )
+    if result.handover is not None:
+        _log_handover(result.handover)
     if not result.restart_needed and _user_lines(previous) != _user_lines(config_text):
         # Valkey does not replicate users and reads `user` lines only at start.
         result = live.apply_users(settings.users, passwords=passwords, address=live.LOCAL)
-    if result.handover is not None:
-        _log_handover(result.handover)
     if result.restart_needed:
         logger.info('Restarting Valkey: %s', result.reason)
     elif result.changes:
@@ -115,6 +118,8 @@ def _restart_needed(
 def _log_handover(handover: live.HandoverResult) -> None:
     if handover.status == 'switched':
         logger.info('The old primary handed over in %.0f ms', handover.seconds * 1000)
+    elif handover.status == 'forced':
+        logger.warning('Demoted the old primary before catching up: %s', handover.reason)
     else:
         reason = f'{handover.status}: {handover.reason}'
         logger.warning('No handover (%s); promoting directly', reason)

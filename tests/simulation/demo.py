@@ -27,17 +27,14 @@ import io
 import json
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis.exceptions
-import valkey.exceptions
 
 from ..workload import valkey_server
 from ..workload.charm_unit import APP, MODEL, unit_name
-from ..workload.continuous_writes import Writer, connect
 from .driver import (
     PRIMARY_SERVICE,
     Application,
@@ -48,6 +45,7 @@ from .driver import (
     Settled,
     UnitView,
 )
+from .service_client import ServiceClient
 
 KEYS = 20
 
@@ -291,7 +289,7 @@ class Demo:
         self.say(f"  the primary role live: unit/{old}'s server still answers, so it hands over")
         self.say(f'  first: writes paused, unit/{new} catches up, unit/{old} demotes itself,')
         self.say(f'  unit/{new} promotes, writes resume. Only then is the Service re-pointed:')
-        with SwitchoverClient(app, new) as client:
+        with ServiceClient(app, probe=new) as client:
             app.elect(new)
             settled = app.settle()
             self.narrator.settled(settled)
@@ -406,76 +404,6 @@ class Demo:
         check(not self.app.errors, f'no hook raised ({self.app.errors})')
         self.show_primary(back)
         return settled
-
-
-class SwitchoverClient:
-    """A client writing through ``<app>-primary``, and a probe of the next primary.
-
-    The writer keeps its connection until a write fails (as a connection through
-    a Service stays on the pod it reached), then reconnects to the pod the
-    Service selects by then. The probe tries a write on ``new``'s server every
-    half millisecond and notes when the first one is accepted.
-    """
-
-    def __init__(self, app: Application, new: int) -> None:
-        self.app = app
-        self.password = app.password()
-        self.writer = Writer(
-            self._selected_port(),
-            self.password,
-            key_prefix='switchover:',
-            follow_endpoint=False,
-            seconds=60,
-        )
-        self._probe_port = app.server(new).port
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._follow_service, daemon=True)]
-        self._threads.append(threading.Thread(target=self._probe, daemon=True))
-        self.writable_at: float | None = None
-        self.lost = 0
-
-    def _selected_port(self) -> int:
-        selected = self.app.primary_service_selects() or ''
-        return self.app.server(int(selected.rsplit('-', 1)[-1])).port
-
-    def _follow_service(self) -> None:
-        while not self._stop.wait(0.0005):
-            self.writer.endpoint = self._selected_port()
-
-    def _probe(self) -> None:
-        client = connect(self._probe_port, self.password, timeout=2)
-        while self.writable_at is None and not self._stop.is_set():
-            try:
-                client.execute_command('SET', 'switchover-probe', '1')  # pyright: ignore[reportUnknownMemberType]
-            except valkey.exceptions.ReadOnlyError:
-                time.sleep(0.0005)
-                continue
-            self.writable_at = time.monotonic()
-        client.close()
-
-    def __enter__(self) -> SwitchoverClient:
-        self.writer.start()
-        valkey_server.eventually(
-            lambda: len(self.writer.acknowledged) > 100 or None, what='writes before'
-        )
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        # Some writes on the new primary too, then count what it lost.
-        count = len(self.writer.acknowledged)
-        valkey_server.eventually(
-            lambda: len(self.writer.acknowledged) > count + 100 or None, what='writes after'
-        )
-        self._stop.set()
-        self.writer.finish()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        keys = [f'switchover:{index}' for index in self.writer.acknowledged]
-        with valkey_server.Client(self._selected_port(), self.password) as client:
-            present = client.command('EXISTS', *keys)
-        self.lost = len(keys) - int(str(present))
 
 
 def client_can(app: Application, creds: ClientCredentials, port: int, *command: str) -> bool:

@@ -26,8 +26,8 @@ import redis.exceptions
 
 from ..workload import valkey_server
 from ..workload.charm_unit import unit_name
-from ..workload.continuous_writes import Writer
 from .driver import Application, LeaseExpiry, UnitView
+from .service_client import ServiceClient
 
 BEFORE = {f'before:{i}': f'written on the first primary {i}' for i in range(50)}
 
@@ -172,44 +172,32 @@ def test_the_leaders_pod_dies_and_leader_elected_makes_the_new_primary(
 
 
 def test_a_lease_moved_between_live_units_hands_over_without_losing_a_write(
-    app: Application, caplog: pytest.LogCaptureFixture
+    app: Application,
 ) -> None:
     """Issue 10 §3: Juju moves the lease while the old leader's pod keeps running.
 
-    One client writes through the primary endpoint all along. Unit 1's
+    One client writes through the primary Service all along. Unit 1's
     ``leader-elected`` asks unit 0's server to hand over (writes paused, unit
     1 caught up, roles swapped), before it re-points the Service. No server
     restarts, and every write a server acknowledged is on the new primary.
     """
     deploy(app)
     pids = {unit_id: app.server(unit_id).pid for unit_id in range(3)}
-    writer = Writer(
-        app.server(0).port, app.password(), key_prefix='w:', follow_endpoint=False, seconds=120
-    )
-    writer.start()
-    valkey_server.eventually(lambda: len(writer.acknowledged) > 200 or None, what='writes')
     hooks_before = len(app.hooks)
 
-    app.elect(1)
-    app.settle()
-    # Clients reach the pod the Service selects; this one reconnects after a refusal.
-    selected = app.primary_service_selects()
-    assert selected is not None
-    writer.endpoint = app.server(int(selected.rsplit('-', 1)[1])).port
-    acknowledged_before = len(writer.acknowledged)
-    valkey_server.eventually(
-        lambda: len(writer.acknowledged) > acknowledged_before + 200 or None, what='new writes'
-    )
-    writer.finish()
+    with ServiceClient(app, probe=1) as client:
+        app.elect(1)
+        app.settle()
 
     (elected,) = [h for h in app.hooks[hooks_before:] if h.event == 'leader-elected']
-    assert 'The old primary handed over in' in caplog.text, 'promoted without a handover'
+    assert elected.handover is not None
+    assert elected.handover.status == 'switched', elected.handover
+    assert elected.handover.from_unit == unit_name(0)
     assert elected.workload in (None, 'applied live: no restart')
     assert {unit_id: app.server(unit_id).pid for unit_id in range(3)} == pids
+    assert client.lost == 0, 'an acknowledged write was lost'
+    assert client.writable_at is not None
     assert_primary_is(app, 1)
-    with app.server(1).client(app.password()) as client:
-        present = client.command('EXISTS', *(f'w:{index}' for index in writer.acknowledged))
-    assert present == len(writer.acknowledged), 'an acknowledged write was lost'
     assert mismatches(app, since=hooks_before) == []
     assert_quiescent(app)
 
@@ -451,20 +439,35 @@ def test_a_second_leadership_change_during_a_switchover_ends_with_one_primary(
     """Issue 10's faults: unit 1's lease runs out while the old primary hands over to it.
 
     Its server is the primary by then, but unit 1 publishes nothing (it sees
-    the lease gone, or Juju refuses its commit) and Juju elects ``then``,
-    whose own handover finds unit 0 no longer primary and promotes directly.
-    Whatever the order, the application ends with one primary, on the leader,
-    and every write made before is on every unit.
+    the lease gone, or Juju refuses its commit) and Juju elects ``then``. Its
+    server follows unit 0's (directly, or unit 0's own), which follows unit
+    1's now: its handover asks unit 1's server, the primary at the top. A
+    client writing through the Service all along loses no acknowledged write,
+    and the application ends with one primary, on the leader.
     """
     expiry = LeaseExpiry(unit_id=1, at_slow_call=1, then=then, noticed=noticed, points=('valkey',))
     deploy(app)  # every replica connected and in sync
-    app.elect(1)
-    app.expire_lease(expiry)
-    app.settle()
+    with ServiceClient(app) as client:
+        app.elect(1)
+        app.expire_lease(expiry)
+        app.settle()
 
     first = next(h for h in app.hooks if h.event == 'leader-elected' and h.unit == unit_name(1))
     assert first.lease_ran_out
     assert 'valkey hand_over: switched' in first.slow_calls
+    second = next(
+        h
+        for h in app.hooks
+        if h.event == 'leader-elected' and h.unit == unit_name(then) and h.number > first.number
+    )
+    assert second.handover is not None
+    # Unnoticed, Juju retries unit 1's failed hook, as a follower of the last
+    # published leader (unit 0): unit 1's server may follow unit 0's before the
+    # new leader's hook runs. Then no primary is left to hand over (a loop):
+    # the new leader promotes directly, with nothing to lose.
+    handed = second.handover.status == 'switched'
+    assert handed or second.handover.reason == 'no primary within 3 servers', second.handover
+    assert client.lost == 0, 'two primaries took writes'
     assert app.leader() is app.units[then]
     assert mismatches(app) == []
     assert_quiescent(app)

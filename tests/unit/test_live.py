@@ -198,8 +198,8 @@ class FakeServer:
 
     def __init__(self, desired: workload.ValkeySettings, *, role: str = 'slave') -> None:
         self.password = desired.password
-        self.config = running(desired)
-        self.replication: dict[str, object] = {'role': role}
+        self.config = running(desired) | {'port': '6379'}
+        self.replication: dict[str, object] = {'role': role, 'master_replid': 'history-1'}
         if role == 'slave' and desired.primary_address:
             self.replication |= {'master_host': desired.primary_address, 'master_port': 6379}
         self.refuse: dict[str, str | Exception] = {}
@@ -226,7 +226,8 @@ class FakeServer:
         if name == 'INFO':
             return dict(self.replication)
         if name == 'REPLICAOF':
-            self.replication = (
+            history = {'master_replid': self.replication.get('master_replid')}
+            self.replication = history | (
                 {'role': 'master'}
                 if args[1:] == ('NO', 'ONE')
                 else {'role': 'slave', 'master_host': args[1], 'master_port': int(args[2])}
@@ -358,7 +359,7 @@ def test_a_promotion_asks_a_primary_that_still_answers_to_hand_over_first(
 
     mine.replication = following | {'master_link_status': 'down'}  # the old pod is gone
     direct = live.apply_live(settings(primary=None), passwords=['pw'])
-    assert (asked, direct.handover, mine.replication) == ([], None, {'role': 'master'})
+    assert (asked, direct.handover, mine.replication['role']) == ([], None, 'master')
 
     mine.replication = following | {'master_link_status': 'up'}
     nameless = dataclasses.replace(settings(primary=None), announce_host=None)
@@ -376,7 +377,7 @@ def test_a_promotion_asks_a_primary_that_still_answers_to_hand_over_first(
         }
     ]
     assert handed.handover == live.HandoverResult('switched', seconds=0.003)
-    assert mine.replication == {'role': 'master'}  # promoted whatever the outcome
+    assert mine.replication['role'] == 'master'  # promoted whatever the outcome
 
 
 def test_fake_handover_outcomes(servers: Servers) -> None:
@@ -420,55 +421,95 @@ def test_fake_handover_outcomes(servers: Servers) -> None:
     assert failover().status == 'refused'
 
 
-def test_fake_pause_handover_demotes_first_then_promotes_then_unpauses(servers: Servers) -> None:
-    target = ('me.name', 6379)
+def pause_hand_over(timeout_ms: int = 5000, target: str = OWN_NAME) -> live.HandoverResult:
+    return live.hand_over(
+        old_primary=OLD, target=(target, 6379), passwords=['pw'], timeout_ms=timeout_ms
+    )
+
+
+def old_and_mine(servers: Servers, *, behind: int = 0) -> tuple[FakeServer, FakeServer]:
+    """The old primary at offset 100, and this unit's server ``behind`` bytes behind it."""
     mine = servers[live.LOCAL] = FakeServer(settings())
-    mine.replication |= {'slave_repl_offset': 100}
+    mine.replication |= {'slave_repl_offset': 100 - behind}
     old = servers[OLD] = FakeServer(settings(primary=None), role='master')
-    old.replication |= {
-        'master_repl_offset': 100,
-        'slave0': {'ip': 'me.name', 'port': 6379, 'state': 'online'},
-    }
-    result = live.hand_over(old_primary=OLD, target=target, passwords=['pw'], method='pause')
+    old.replication |= {'master_repl_offset': 100}
+    return old, mine
+
+
+def test_fake_pause_handover_demotes_first_then_promotes_then_unpauses(servers: Servers) -> None:
+    old, mine = old_and_mine(servers)
+    result = pause_hand_over()
     assert result.status == 'switched', result
     assert [args for args in old.sent if args[0] != 'INFO'] == [
         ('CLIENT', 'PAUSE', 5000, 'WRITE'),
-        ('REPLICAOF', 'me.name', 6379),
+        ('REPLICAOF', OWN_NAME, 6379),
         ('CLIENT', 'UNPAUSE'),
     ]
     assert mine.sent[-1] == ('REPLICAOF', 'NO', 'ONE')
 
 
+def test_fake_pause_handover_that_cannot_catch_up_demotes_the_old_primary_anyway(
+    servers: Servers,
+) -> None:
+    """One primary that lost the gap beats two that both take writes."""
+    old, mine = old_and_mine(servers, behind=50)
+    forced = pause_hand_over(timeout_ms=50)
+    assert forced.status == 'forced'
+    assert forced.reason == (
+        'this unit did not catch up within 40 ms; '
+        '50 bytes of writes the old primary acknowledged are lost'
+    )
+    assert old.replication['role'] == 'slave'
+    assert mine.replication['role'] == 'master'
+    assert old.sent[-1] == ('CLIENT', 'UNPAUSE')
+
+
 def test_fake_pause_handover_refusals_unpause_and_change_nothing(servers: Servers) -> None:
-    mine = servers[live.LOCAL] = FakeServer(settings())
-    mine.replication |= {'slave_repl_offset': 50}
-    old = servers[OLD] = FakeServer(settings(primary=None), role='master')
-    old.replication |= {'master_repl_offset': 100, 'slave0': {'ip': 'other', 'port': 6379}}
-
-    def hand_over(timeout_ms: int = 5000) -> live.HandoverResult:
-        return live.hand_over(
-            old_primary=OLD,
-            target=('me.name', 6379),
-            passwords=['pw'],
-            method='pause',
-            timeout_ms=timeout_ms,
-        )
-
-    assert 'not a replica' in hand_over().reason
-    old.replication['slave0'] = {'ip': 'me.name', 'port': 6379}
-    late = hand_over(timeout_ms=50)  # this unit stays 50 bytes behind
-    assert (late.status, late.reason) == ('timed-out', 'this unit did not catch up within 50 ms')
+    old, mine = old_and_mine(servers)
+    wrong = pause_hand_over(target='someone.else')
+    assert wrong.reason == 'someone.else:6379 is not this unit: not a replica to hand over to'
+    assert old.sent == [('INFO', 'replication')], 'not even paused'
+    mine.replication['master_replid'] = 'another history'
+    assert pause_hand_over().reason == "this unit's server does not replicate the old primary"
+    assert old.sent[-1] == ('CLIENT', 'UNPAUSE')
+    mine.replication['master_replid'] = 'history-1'
     old.refuse['CLIENT'] = 'ERR no permission'
-    assert hand_over().reason == 'CLIENT PAUSE refused: ERR no permission'
+    assert pause_hand_over().reason == 'CLIENT PAUSE refused: ERR no permission'
     del old.refuse['CLIENT']
-    mine.replication['slave_repl_offset'] = 100
     mine.refuse['REPLICAOF'] = 'ERR refused'
-    rolled_back = hand_over()
+    rolled_back = pause_hand_over()
     assert rolled_back.reason.endswith('rolled back')
     assert old.replication['role'] == 'master'
     assert old.sent[-1] == ('CLIENT', 'UNPAUSE')
-    old.replication = {'role': 'slave'}
-    assert hand_over().reason == 'the old primary is not a primary any more'
+    del mine.refuse['REPLICAOF']
+    old.refuse['INFO'] = 'ERR pw is not allowed here'  # Valkey may quote an argument back
+    refused = pause_hand_over()
+    assert refused.status == 'refused'
+    assert refused.reason == 'a server refused: ERR *** is not allowed here'
+
+
+def test_fake_handover_asks_the_primary_that_the_old_primary_follows(servers: Servers) -> None:
+    """A leader took the role from the old primary, then lost its lease: ask that one."""
+    old, mine = old_and_mine(servers)
+    top = servers[('10.0.0.9', 6379)] = FakeServer(settings(primary=None), role='master')
+    top.replication |= {'master_repl_offset': 100}
+    old.replication = {
+        'role': 'slave',
+        'master_host': '10.0.0.9',
+        'master_port': 6379,
+        'master_link_status': 'up',
+        'master_replid': 'history-1',
+    }
+    assert pause_hand_over().status == 'switched'
+    assert ('REPLICAOF', OWN_NAME, 6379) in top.sent
+    assert not any(args[0] == 'REPLICAOF' for args in old.sent), 'the old one is left alone'
+    assert mine.replication['role'] == 'master'
+
+    mine.replication = {'role': 'slave', 'master_replid': 'history-1'}
+    top.replication = dict(old.replication) | {'master_host': OLD[0]}  # a loop: no primary
+    assert pause_hand_over().reason == 'no primary within 3 servers'
+    old.replication['master_link_status'] = 'down'
+    assert pause_hand_over().reason == 'the old primary is a replica of nothing up'
 
 
 # ------------------------------------------------------------ client users
