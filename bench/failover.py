@@ -135,17 +135,14 @@ def live_path_switched_off() -> Generator[None]:
 
     ``refused`` is an answer the charm already handles (a server that refused
     a command): it logs the reason and restarts the service on the file it
-    pushed; a new leader whose handover was refused promotes itself, here by
-    that restart. Kept in the benchmark: the charm has no such switch.
+    pushed, so a new leader is promoted by that restart (``apply_live`` is the
+    only caller of ``hand_over``: no handover either). Kept in the benchmark:
+    the charm has no such switch.
     """
     apply_refused = live.LiveResult('refused', reason='live apply switched off for the benchmark')
-    handover_refused = live.HandoverResult(
-        'refused', reason='handover switched off for the benchmark'
-    )
     with contextlib.ExitStack() as stack:
         for name in ('apply_live', 'apply_users'):
             stack.enter_context(mock.patch.object(live, name, return_value=apply_refused))
-        stack.enter_context(mock.patch.object(live, 'hand_over', return_value=handover_refused))
         yield
 
 

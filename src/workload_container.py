@@ -31,8 +31,6 @@ logger = logging.getLogger(__name__)
 class Applied:
     """What :func:`apply` did."""
 
-    pushed: bool
-    """The file changed, and the running server was brought to it (live, or by a restart)."""
     version: str | None
     """The Valkey version, read when the Pebble plan was new; otherwise ``None``."""
 
@@ -89,7 +87,7 @@ def apply(
         container.restart(workload.SERVICE)
     # A new plan means a new container (a new image, so maybe a new Valkey)
     # or a new charm revision: the only times the version can change.
-    return Applied(pushed=pushed, version=_read_version(container) if new_plan else None)
+    return Applied(version=_read_version(container) if new_plan else None)
 
 
 def _restart_needed(

@@ -248,15 +248,8 @@ def test_the_next_leader_repairs_a_service_its_predecessor_left_behind(
     """
     ctx0, ctx1 = make_context(tmp_path, 0), make_context(tmp_path, 1)
     first = ctx0.run(ctx0.on.leader_elected(), leader_state(make_filesystem(tmp_path)))
-    original = kubernetes.handle
-
-    def apply_then_lose_the_lease(request: Any) -> Any:
-        response = original(request)
-        if request.method == 'PATCH':
-            lease.run_out()
-        return response
-
-    kubernetes.handle = apply_then_lose_the_lease  # type: ignore[method-assign]
+    # The apply (PATCH) takes effect; the lease runs out while it is answered.
+    kubernetes.on_request = lambda request: lease.run_out() if request.method == 'PATCH' else None
     fs1 = make_filesystem(tmp_path, 1)
     second = ctx1.run(
         ctx1.on.leader_elected(),
@@ -265,7 +258,7 @@ def test_the_next_leader_repairs_a_service_its_predecessor_left_behind(
     assert peer_app_data(second) == peer_app_data(first), 'unit 1 published nothing'
     assert kubernetes.selected_pod() == f'{APP}-1'
 
-    kubernetes.handle = original  # type: ignore[method-assign]
+    kubernetes.on_request = None
     lease.held = True
     ctx0.run(ctx0.on.leader_elected(), dataclasses.replace(first, leader=True))
 

@@ -308,15 +308,8 @@ def test_no_apply_once_leadership_is_lost_after_the_lookup(
     ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes, lease: Lease
 ) -> None:
     """The StatefulSet lookup may be slow: the apply only happens if this unit still leads."""
-    original = kubernetes.handle
-
-    def lookup_then_lose_leadership(request: Any) -> Any:
-        response = original(request)
-        if request.method == 'GET':
-            lease.run_out()
-        return response
-
-    kubernetes.handle = lookup_then_lose_leadership  # type: ignore[method-assign]
+    # The lookup (GET) is answered; the lease runs out meanwhile.
+    kubernetes.on_request = lambda request: lease.run_out() if request.method == 'GET' else None
     out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
 
     assert [r.method for r in kubernetes.requests] == ['GET']
