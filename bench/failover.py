@@ -16,7 +16,7 @@ the same steady state:
 
 * ``live``: the charm as it is: it applies a changed file to the running
   server (``live.apply_live``, ``live.apply_users``), and a new leader asks a
-  live old primary to hand over (``live.hand_over``);
+  live old primary to hand over (``handover.hand_over``);
 * ``restart``: the same charm with the live path switched off
   (:func:`live_path_switched_off`): every live call answers ``refused``, and
   the charm takes its documented fallback, a restart of Valkey on each unit
@@ -85,7 +85,6 @@ sys.path[:0] = [str(REPO_ROOT / 'src'), str(REPO_ROOT)]
 import valkey  # noqa: E402
 import valkey.exceptions  # noqa: E402
 
-import live  # noqa: E402
 import primary_service  # noqa: E402
 from bench.run import machine  # noqa: E402
 from tests.fake_kubernetes import Request  # noqa: E402
@@ -93,6 +92,7 @@ from tests.simulation.driver import PRIMARY_SERVICE, Application, Hook  # noqa: 
 from tests.workload import valkey_server  # noqa: E402
 from tests.workload.charm_unit import unit_name  # noqa: E402
 from tests.workload.continuous_writes import Writer, connect  # noqa: E402
+from workload import handover, live  # noqa: E402
 
 SIZES: Final = {'100k': 100_000, '1M': 1_000_000, '3.3M': 3_300_000}
 """Dataset name -> keys (90-byte values): about 24 MB, 150 MB and 430 MB of used_memory."""
@@ -156,14 +156,14 @@ def calls_into_live(times: list[float]) -> Generator[None]:
     hook (ops.testing, the fake Kubernetes, Pebble on directories).
     """
     with contextlib.ExitStack() as stack:
-        for name in ('apply_live', 'hand_over'):
-            original = getattr(live, name)
+        for module, name in ((live, 'apply_live'), (handover, 'hand_over')):
+            original = getattr(module, name)
 
             def timed(*args: object, _original: Any = original, **kwargs: object) -> object:
                 times.append(time.monotonic())
                 return _original(*args, **kwargs)
 
-            stack.enter_context(mock.patch.object(live, name, timed))
+            stack.enter_context(mock.patch.object(module, name, timed))
         yield
 
 

@@ -21,19 +21,23 @@ A reference for the ops how-to "Manage leadership changes"
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 import ops
 
-import clients
 import leadership
 import password_secret
-import workload
-import workload_container
 from charm_config import PasswordConfig, applicable
-from leadership import PEER_ENDPOINT, LeaderRecord, LeadershipLostError, most_severe
+from leadership import PEER_ENDPOINT, LeaderRecord, LeadershipLostError, Role, most_severe
 from password_secret import AppPassword
+from workload import container as valkey_container
+from workload.config import AclUser
 
 logger = logging.getLogger(__name__)
+
+CLIENT_ENDPOINT: Final = 'valkey-client'
+"""Client applications' endpoint (``clients.ENDPOINT``, named here so that hooks
+without clients never import the client machinery)."""
 
 
 class ValkeyLeaderCharm(ops.CharmBase):
@@ -55,6 +59,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         )
         self._address = leadership.unit_address(self.unit.name, self.app.name, self.model.name)
         framework.observe(self.on.leader_elected, self._on_leader_elected)
+        framework.observe(self.on.config_changed, self._on_config_changed)
         # Not leader-settings-changed (deprecated): the others learn of a new leader,
         # and of a new password, from the leader's writes to the peer application databag.
         framework.observe(self.on[PEER_ENDPOINT].relation_changed, self._on_peers_changed)
@@ -64,16 +69,15 @@ class ValkeyLeaderCharm(ops.CharmBase):
         # Every other event that can bring new inputs runs the same reconcile.
         for event in (
             self.on.install,
-            self.on.config_changed,
             self.on[PEER_ENDPOINT].relation_created,  # the leader can publish from now on
             self.on[PEER_ENDPOINT].relation_departed,  # may reach a new leader before its election
             self.on.valkey_pebble_ready,
             self.on.secret_changed,  # a new revision of a secret this unit reads
-            self.on[clients.ENDPOINT].relation_changed,  # a client asked for its user
-            self.on[clients.ENDPOINT].relation_broken,  # its user goes, on every unit
+            self.on[CLIENT_ENDPOINT].relation_changed,  # a client asked for its user
+            self.on[CLIENT_ENDPOINT].relation_broken,  # its user goes, on every unit
             self.on.update_status,  # retries whatever the last event could not finish
         ):
-            framework.observe(event, self._on_other_event)
+            framework.observe(event, self._on_input_changed)
         # Status is only ever set here, on every hook, observed or not.
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
         framework.observe(self.on.collect_app_status, self._on_collect_app_status)
@@ -84,6 +88,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
         # saying so. Check them, whatever was recorded.
         self._reconcile(recheck_outside_juju=True)
 
+    def _on_config_changed(self, _: ops.ConfigChangedEvent) -> None:
+        self._reconcile()
+
     def _on_peers_changed(self, _: ops.RelationChangedEvent) -> None:
         # The leader published a new record: follow the new leader, or the new password.
         self._reconcile()
@@ -92,7 +99,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         # As on leader-elected (new code may define the Service anew; `juju refresh` repairs it).
         self._reconcile(recheck_outside_juju=True)
 
-    def _on_other_event(self, _: ops.EventBase) -> None:
+    def _on_input_changed(self, _: ops.EventBase) -> None:
         self._reconcile()
 
     def _on_rotate_password(self, event: ops.ActionEvent) -> None:
@@ -106,7 +113,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             # Only the leader writes the app secret; rotate() checks again right before.
             self._ensure_still_leader()
             rotated = password_secret.rotate(
-                self.model, self._previous_record(), before_write=self._ensure_still_leader
+                self.model, self._published_record(), before_write=self._ensure_still_leader
             )
         except ValueError as e:
             event.fail(f'Fix the config first: {e}')
@@ -118,27 +125,32 @@ class ValkeyLeaderCharm(ops.CharmBase):
             event.fail(f'The password was not rotated: Juju refused ({type(e).__name__})')
             return
         problem = self._reconcile(app_password=rotated)
-        if problem is not None:
+        published = self._published_record()
+        if published is None or published.password_revision < rotated.revision:
+            why = problem.message if problem else f'no {PEER_ENDPOINT} relation yet'
             event.fail(
-                f'The password was rotated, but the other units were not told yet '
-                f'({problem.message}); the next event on the leader tells them'
+                f'The password was rotated, but the other units were not told yet ({why}); '
+                'the next event on the leader tells them'
             )
             return
         # Never the password itself: action results are stored and shown by Juju.
         result = 'password rotated; every unit applies it live'
+        if problem is not None:
+            result += f'; still pending on this unit: {problem.message}'
         event.set_results({'result': result, 'secret-id': rotated.secret_id})
 
     def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
-        # Sent to the owner (the leader) once no unit tracks an old revision.
-        label = event.secret.label
-        ours = label == password_secret.LABEL or clients.owns_secret(label)
-        if not ours or not self.unit.is_leader():
+        # Sent to the owner (the application, so the leader) once no unit tracks
+        # an old revision; only the leader may remove it.
+        if not self.unit.is_leader() or not self._owns(event.secret.label):
             return
         try:
             event.remove_revision()
         except ops.ModelError as e:
             # Juju sends secret-remove again until the revision is gone.
             logger.warning('Could not remove revision %s: %s', event.revision, type(e).__name__)
+
+    # -- One reconcile path for every event.
 
     def _reconcile(
         self, *, recheck_outside_juju: bool = False, app_password: AppPassword | None = None
@@ -153,48 +165,51 @@ class ValkeyLeaderCharm(ops.CharmBase):
             try:
                 return self._perform_leader_duties(recheck, app_password)
             except LeadershipLostError:
-                logger.warning('Lost leadership during the hook; the new leader takes over')
-                return ops.WaitingStatus('lost leadership; waiting for the new leader')
+                # Juju moved the lease during this hook: from here on, this unit follows.
+                logger.warning('Lost leadership during the hook; following the published leader')
             except ops.ModelError as e:
                 logger.error('Leader duties failed: %s', type(e).__name__)
                 return ops.WaitingStatus(f'leader duties failed ({type(e).__name__}); retrying')
+        return self._follow_the_leader(recheck)
+
+    def _follow_the_leader(self, recheck: bool) -> ops.StatusBase | None:
         leader = self._leader_to_follow()
         if isinstance(leader, ops.StatusBase):
             return leader
         # A non-leader reads the secret by the id the leader published; it never creates one.
         password = password_secret.read_published(self.model, leader.password_secret_id)
-        users = clients.users_for_this_unit(self.model)
-        return self._configure_workload(leader, password, users, recheck)
+        role = Role.replica_of(leader)
+        return self._configure_workload(role, password, self._client_users(), recheck)
 
     def _configure_workload(
         self,
-        primary: LeaderRecord | None,
+        role: Role,
         password: str | ops.StatusBase,
-        users: clients.Users,
+        users: tuple[AclUser, ...],
         recheck: bool,
     ) -> ops.StatusBase | None:
-        """Render this unit's file (the primary's if ``primary`` is None); make Valkey run it."""
+        """Render this unit's file for ``role``; make Valkey run it; or say why not."""
         config, config_problem = applicable(self.load_config, self._stored.last_good_options)
         if config is None:
             return None  # collect-status reports the config's problem
         if config_problem is None:
             self._stored.last_good_options = config.workload_options
         if config.admin_password is not None:
-            password = password_secret.read_users(config.admin_password, self.app.name)
+            password = password_secret.read_user_secret(config.admin_password, self.app.name)
         if isinstance(password, ops.StatusBase):
             return password
         settings = config.valkey_settings(
             password=password,
-            primary_address=primary.address if primary else None,
+            primary_address=role.replicaof,
             users=users,
             announce_host=self._address,  # a primary lists this unit by it: for a handover
         )
-        container = self.unit.get_container(workload.CONTAINER)
+        container = self.unit.get_container(valkey_container.CONTAINER)
         templates = self.charm_dir / 'templates'
-        applied = workload_container.configure(container, settings, templates, recheck=recheck)
+        applied = valkey_container.configure(container, settings, templates, recheck=recheck)
         if isinstance(applied, ops.StatusBase):
             return applied
-        self._stored.file_role = leadership.role(primary)
+        self._stored.file_role = str(role)
         if applied.version:
             self.unit.set_workload_version(applied.version)
             self._stored.valkey_version = applied.version
@@ -213,29 +228,18 @@ class ValkeyLeaderCharm(ops.CharmBase):
         4. The ``<app>-primary`` Kubernetes Service selects this unit's pod.
         5. The leader record in the peer application databag: how the others learn.
         """
-        previous = self._previous_record()
+        previous = self._published_record()
         if app_password is None:
             app_password = password_secret.ensure(
                 self.model, previous, before_write=self._ensure_still_leader
             )
-        relation = self.model.get_relation(PEER_ENDPOINT)
-        served = clients.serve(
-            self, relation, self._stored.valkey_version, before_write=self._ensure_still_leader
-        )
-        self._stored.clients_problem = served.remembered_problem  # for collect-status
+        peers = self.model.get_relation(PEER_ENDPOINT)
+        users = self._serve_clients(peers)
         # Taking the primary role changes the workload of another unit: check right before.
         self._ensure_still_leader()
-        problem = self._configure_workload(None, app_password.password, served.users, recheck)
+        problem = self._configure_workload(Role.PRIMARY, app_password.password, users, recheck)
         if recheck or not self._stored.primary_service_applied:
-            # Imported here: the other hooks are spared importing lightkube (benchmark).
-            import primary_service  # noqa: PLC0415
-
-            # The StatefulSet lookup may be slow: repoint() checks leadership before the write.
-            service_problem = primary_service.repoint(
-                self.app, self.model.name, self.unit.name, before_write=self._ensure_still_leader
-            )
-            self._stored.primary_service_applied = service_problem is None
-            problem = most_severe(service_problem, problem)
+            problem = most_severe(self._point_primary_service_here(), problem)
         record = LeaderRecord(
             unit=self.unit.name,
             address=self._address,
@@ -245,10 +249,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
         # No peer relation before Juju creates it (right after install):
         # relation-created runs us again. An unchanged record is not rewritten:
         # that would wake every peer up for nothing.
-        if relation is not None and record != previous:
+        if peers is not None and record != previous:
             # The handover and the Kubernetes call above may have been slow: check again.
             self._ensure_still_leader()
-            relation.save(record, self.app)
+            peers.save(record, self.app)
             logger.info('Published %s as the leader at %s', record.unit, record.address)
         return problem
 
@@ -262,11 +266,54 @@ class ValkeyLeaderCharm(ops.CharmBase):
         if not self.unit.is_leader():
             raise LeadershipLostError
 
+    def _point_primary_service_here(self) -> ops.StatusBase | None:
+        # Imported here: only the leader's hooks that talk to Kubernetes pay for lightkube.
+        import primary_service  # noqa: PLC0415
+
+        # The StatefulSet lookup may be slow: repoint() checks leadership before the write.
+        problem = primary_service.repoint(
+            self.app, self.model.name, self.unit.name, before_write=self._ensure_still_leader
+        )
+        self._stored.primary_service_applied = problem is None
+        return problem
+
+    def _serve_clients(self, peers: ops.Relation | None) -> tuple[AclUser, ...]:
+        """Answer every client relation (leader only); the users every unit must render."""
+        published = peers is not None and peers.data[self.app].get(leadership.CLIENT_USERS_KEY)
+        if not self.model.relations[CLIENT_ENDPOINT] and not published:
+            self._stored.clients_problem = []
+            return ()  # no client to serve or to clean up after: no import of the machinery
+        import clients  # noqa: PLC0415
+
+        served = clients.serve(
+            self, peers, self._stored.valkey_version, before_write=self._ensure_still_leader
+        )
+        self._stored.clients_problem = served.remembered_problem  # for collect-status
+        return served.users
+
+    def _client_users(self) -> tuple[AclUser, ...]:
+        """The users the leader published for this unit's client relations.
+
+        Every unit renders them: Valkey does not replicate users.
+        """
+        if not self.model.relations[CLIENT_ENDPOINT]:
+            return ()
+        import clients  # noqa: PLC0415
+
+        return clients.users_for_this_unit(self.model)
+
+    def _owns(self, secret_label: str | None) -> bool:
+        if secret_label == password_secret.LABEL:
+            return True
+        import clients  # noqa: PLC0415
+
+        return clients.owns_secret(secret_label)
+
     def _leader_to_follow(self) -> LeaderRecord | ops.StatusBase:
         record = leadership.read_record(self.model.get_relation(PEER_ENDPOINT), self.app)
         return leadership.leader_to_follow(record, self.unit.name)
 
-    def _previous_record(self) -> LeaderRecord | None:
+    def _published_record(self) -> LeaderRecord | None:
         record = leadership.read_record(self.model.get_relation(PEER_ENDPOINT), self.app)
         return record if isinstance(record, LeaderRecord) else None
 

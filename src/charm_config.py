@@ -19,7 +19,7 @@ from typing import Final, Protocol, TypeVar
 
 import ops
 
-import workload
+from workload.config import AclUser, ValkeySettings, maxmemory_bytes
 
 _T = TypeVar('_T')
 
@@ -42,41 +42,9 @@ MAXMEMORY_POLICIES: Final = (
     'volatile-ttl',
 )
 
-# Valkey's memory units: k/m/g are powers of 1000, kb/mb/gb powers of 1024.
-_MEMORY_UNITS: Final = {
-    '': 1,
-    'b': 1,
-    'k': 1000,
-    'kb': 1024,
-    'm': 1000**2,
-    'mb': 1024**2,
-    'g': 1000**3,
-    'gb': 1024**3,
-}
-_MEMORY_SIZE = re.compile(r'(?P<number>[0-9]{1,20})(?P<unit>[kmg]?b?)', re.IGNORECASE)
-# Valkey accepts sizes up to 2**64 - 1 bytes but silently wraps a larger
-# number-times-unit product; capping at 2**63 - 1 keeps every accepted value
-# meaning what it says (and is far beyond any real memory).
-MAXMEMORY_LIMIT_BYTES: Final = 2**63 - 1
-
 # A Juju secret URI: "secret:<id>" or "secret://<model-uuid>/<id>", where Juju's
 # ids are 20 base32 characters (test harnesses use longer ones, such as UUIDs).
 _SECRET_URI = re.compile(r'secret:(//[0-9a-f-]{36}/)?[0-9a-z][0-9a-z-]{19,35}')
-
-
-def maxmemory_bytes(value: str) -> int:
-    """Return the number of bytes a Valkey memory size means.
-
-    Raises:
-        ValueError: if ``value`` is not a size Valkey accepts.
-    """
-    match = _MEMORY_SIZE.fullmatch(value)
-    if match is None:
-        raise ValueError(value)
-    size = int(match['number']) * _MEMORY_UNITS[match['unit'].lower()]
-    if size > MAXMEMORY_LIMIT_BYTES:
-        raise ValueError(value)
-    return size
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -133,11 +101,11 @@ class CharmConfig(PasswordConfig):
         *,
         password: str,
         primary_address: str | None,
-        users: tuple[workload.AclUser, ...] = (),
+        users: tuple[AclUser, ...] = (),
         announce_host: str | None = None,
-    ) -> workload.ValkeySettings:
+    ) -> ValkeySettings:
         """Everything one unit's file depends on: these options, its role, password and users."""
-        return workload.ValkeySettings(
+        return ValkeySettings(
             password=password,
             primary_address=primary_address,
             users=users,

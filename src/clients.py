@@ -25,8 +25,9 @@ Leadership, as for the admin password:
   password, it is what Valkey itself keeps (and what ``ACL LIST`` shows an
   admin), and the peer databag is readable by this application's units only.
 
-The library costs about 70 ms to import (pydantic, cryptography): it is
-imported only by a leader that has client relations to serve.
+The library is heavy to import (pydantic, cryptography): it is imported only
+by a leader that has client relations to serve; the charm imports this module
+only where there are client relations or published users.
 
 This module knows ops' relations and secrets, but no Juju events.
 """
@@ -45,9 +46,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import ops
 
-import workload
-from leadership import PEER_ENDPOINT, unit_address
+from leadership import CLIENT_USERS_KEY, PEER_ENDPOINT, unit_address
 from password_secret import generate
+from workload.config import KEY_PATTERN, PORT, AclUser
 
 if TYPE_CHECKING:
     from dpcharmlibs.interfaces import (
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ENDPOINT: Final = 'valkey-client'
-PEER_KEY: Final = 'client-users'
+PEER_KEY: Final = CLIENT_USERS_KEY
 """The key in the peer application databag that lists the client users."""
 REFUSED: Final = 5000
 """The relation status code of a request this charm does not serve (fatal: re-relate)."""
@@ -70,7 +71,7 @@ _REQUEST_ID = re.compile(r'[0-9A-Za-z_-]{1,64}')
 _SECRET_ID = re.compile(r'secret:[0-9A-Za-z/:._-]+')
 
 
-Users = tuple[workload.AclUser, ...]
+Users = tuple[AclUser, ...]
 
 
 class RequestRefusedError(Exception):
@@ -86,7 +87,7 @@ class ClientUser:
     """One published client user: what every unit renders, and what the leader cleans up."""
 
     relation_id: int
-    user: workload.AclUser
+    user: AclUser
     secret_id: str | None
     """The secret (owned by this app, granted to the client) holding its credentials."""
 
@@ -108,7 +109,7 @@ class ClientUser:
             raise TypeError('relation-id is not an integer')
         if secret_id is not None and not _matches(_SECRET_ID, secret_id):
             raise ValueError('secret-id is not a secret id')
-        user = workload.AclUser(
+        user = AclUser(
             name=entry['name'], password_sha256=entry['password-sha256'], key_pattern=entry['keys']
         )
         return cls(relation_id=relation_id, user=user, secret_id=secret_id)
@@ -184,8 +185,7 @@ def serve(
     if relations:
         provider = _provider(charm)
         answer = _Answer(
-            endpoints=f'{charm.app.name}-primary.{charm.model.name}.svc.cluster.local:'
-            f'{workload.PORT}',
+            endpoints=f'{charm.app.name}-primary.{charm.model.name}.svc.cluster.local:{PORT}',
             read_only_endpoints=_unit_endpoints(charm, peer),
             version=valkey_version or None,  # known once the unit has run Valkey
         )
@@ -283,7 +283,7 @@ def _serve_relation(
         )
         if previous is None or not _same(previous, response):
             changed.append(response)
-        user = workload.AclUser(
+        user = AclUser(
             name=name,
             password_sha256=hashlib.sha256(password.encode()).hexdigest(),
             key_pattern=keys,
@@ -317,7 +317,7 @@ def _key_pattern(
             'extra roles are not offered: every client gets the same commands'
         )
     keys = request.resource or f'{relation.app.name}:*'
-    if not workload.KEY_PATTERN.fullmatch(keys):
+    if not KEY_PATTERN.fullmatch(keys):
         raise RequestRefusedError(
             f"resource {keys[:70]!r} is not a key prefix: ask for '<prefix>*', such as 'myapp:*'"
         )
@@ -416,9 +416,7 @@ def _unit_endpoints(charm: ops.CharmBase, peer: ops.Relation | None) -> str:
     """Every unit's own address: a leadership change does not change this list."""
     units = {charm.unit, *(peer.units if peer is not None else ())}
     names = sorted((u.name for u in units), key=lambda n: int(n.rsplit('/', 1)[1]))
-    return ','.join(
-        f'{unit_address(n, charm.app.name, charm.model.name)}:{workload.PORT}' for n in names
-    )
+    return ','.join(f'{unit_address(n, charm.app.name, charm.model.name)}:{PORT}' for n in names)
 
 
 # -- Inside: the peer databag and the secrets of relations that are gone.

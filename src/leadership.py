@@ -17,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from typing import Final
+from typing import ClassVar, Final, Literal
 
 import ops
 
 logger = logging.getLogger(__name__)
 
 PEER_ENDPOINT: Final = 'valkey-peers'
+CLIENT_USERS_KEY: Final = 'client-users'
+"""The peer application databag's key where the leader lists the client users."""
 
 _UNIT_NAME = re.compile(r'[a-z][a-z0-9-]*/[0-9]+')
 _DNS_NAME = re.compile(
@@ -120,9 +122,37 @@ def leader_to_follow(
     return record
 
 
-def role(leader: LeaderRecord | None) -> str:
-    """What a unit's file makes it, in the words of its status: ``None`` is the leader itself."""
-    return 'primary' if leader is None else f'replica of {leader.unit}'
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """What a unit's config file makes its server.
+
+    ``Role.PRIMARY``, or ``Role.replica_of(leader)``: said in words by ``str(role)``.
+    """
+
+    kind: Literal['primary', 'replica']
+    primary_unit: str = ''
+    """For a replica: the unit whose server it replicates from."""
+    primary_address: str = ''
+    """For a replica: that unit's stable DNS name, for the file's ``replicaof`` line."""
+
+    PRIMARY: ClassVar[Role]
+
+    @classmethod
+    def replica_of(cls, leader: LeaderRecord) -> Role:
+        """A replica of the leader's server."""
+        return cls('replica', primary_unit=leader.unit, primary_address=leader.address)
+
+    @property
+    def replicaof(self) -> str | None:
+        """What the file's ``replicaof`` line names: nothing on the primary."""
+        return self.primary_address if self.kind == 'replica' else None
+
+    def __str__(self) -> str:
+        """The role in the words of the unit's status."""
+        return 'primary' if self.kind == 'primary' else f'replica of {self.primary_unit}'
+
+
+Role.PRIMARY = Role('primary')
 
 
 _SEVERITY: Final = ('active', 'waiting', 'maintenance', 'blocked', 'error')
@@ -149,7 +179,7 @@ def statuses(
     found = [status for status in (config_problem, last_problem) if status is not None]
     if isinstance(leader, ops.StatusBase):
         return [*found, leader]
-    wanted = role(leader)
+    wanted = str(Role.PRIMARY if leader is None else Role.replica_of(leader))
     if file_role == wanted:
         return [*found, ops.ActiveStatus(file_role)]
     if not file_role:

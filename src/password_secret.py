@@ -107,7 +107,7 @@ def read_published(model: ops.Model, secret_id: str) -> str | ops.StatusBase:
     )
 
 
-def read_users(secret: ops.Secret, app_name: str) -> str | ops.StatusBase:
+def read_user_secret(secret: ops.Secret, app_name: str) -> str | ops.StatusBase:
     """Read the user's ``admin-password`` secret, or say which command fixes it."""
     try:
         content = secret.get_content(refresh=True)

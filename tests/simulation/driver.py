@@ -97,9 +97,9 @@ import ops
 from ops import testing
 
 import clients
-import live
 import primary_service
-import workload
+from workload import client, handover
+from workload import config as valkey_config
 
 from ..fake_kubernetes import FakeKubernetes, Request
 from ..workload.charm_unit import (
@@ -116,7 +116,7 @@ from ..workload.valkey_server import ValkeyServer
 
 MAX_ROUNDS: Final = 30
 PASSWORD_LABEL: Final = 'admin-password'
-_HAND_OVER: Final = live.hand_over
+_HAND_OVER: Final = handover.hand_over
 PRIMARY_SERVICE: Final = primary_service.service_name(APP)
 CLIENT_ENDPOINT: Final = clients.ENDPOINT
 FIRST_CLIENT_RELATION_ID: Final = 20
@@ -258,7 +258,7 @@ class Hook:
     """``time.monotonic()`` when the driver began dispatching the hook: the
     failover benchmark times the workload from the start of the hook that switches it."""
     handover: Handover | None = None
-    """The old primary's handover this hook asked for (``live.hand_over``), if any."""
+    """The old primary's handover this hook asked for (``handover.hand_over``), if any."""
 
     @property
     def changed(self) -> bool:
@@ -275,11 +275,11 @@ class Hook:
 
 @dataclasses.dataclass(frozen=True)
 class Handover:
-    """A new leader's ``live.hand_over`` from the server its own server followed."""
+    """A new leader's ``handover.hand_over`` from the server its own server followed."""
 
     from_unit: str | None
     """The unit whose server was asked to hand over (``None``: no unit listens there)."""
-    status: live.HandoverStatus
+    status: handover.HandoverStatus
     reason: str
     started: float
     """``time.monotonic()`` when the charm called ``hand_over``."""
@@ -758,7 +758,7 @@ class Application:
         nothing listens there (no Service, the pod down, its server stopped).
         """
         host, port = endpoint.rsplit(':', 1)
-        if port != str(workload.PORT):
+        if port != str(valkey_config.PORT):
             raise ConnectionRefusedError(f'nothing listens on port {port} of {host}')
         if host != f'{PRIMARY_SERVICE}.{MODEL.name}.svc.cluster.local':
             unit = next(u for u in self.units.values() if unit_dns_name(u.unit_id) == host)
@@ -879,8 +879,8 @@ class Application:
 
             setattr(container, name, watched)
 
-    def _hand_over(self, **kwargs: Any) -> live.HandoverResult:
-        """``live.hand_over``, a slow call: it waits for another unit's server to catch up."""
+    def _hand_over(self, **kwargs: Any) -> handover.HandoverResult:
+        """``handover.hand_over``, a slow call: it waits for another unit's server to catch up."""
         started = time.monotonic()
         result = _HAND_OVER(**kwargs)
         if self._running is not None:
@@ -1139,11 +1139,11 @@ class Application:
                 self._watch_service_restarts(container, running)
             # The charm reaches its unit's server on the pod's loopback, and a
             # primary by its stable DNS name; here each server has its own port.
-            with _patched(
-                live,
-                LOCAL=('127.0.0.1', unit.server.port),
-                same_host=self._address_of,
-                hand_over=self._hand_over,
+            with (
+                _patched(
+                    client, LOCAL=('127.0.0.1', unit.server.port), same_host=self._address_of
+                ),
+                _patched(handover, hand_over=self._hand_over),
             ):
                 return manager.run()
 

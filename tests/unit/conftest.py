@@ -22,9 +22,9 @@ import ops
 import pytest
 from ops import testing
 
-import live
-import workload
 from charm import ValkeyLeaderCharm
+from workload import config as valkey_config
+from workload import live
 
 from .. import fake_kubernetes
 
@@ -39,7 +39,18 @@ ALL_UNITS = (0, 1, 2)
 
 # Each costs a hook that imports it milliseconds (dpcharmlibs, with pydantic and
 # cryptography, about 70): imported only on the paths that need them.
-HEAVY_MODULES = ('jinja2', 'lightkube', 'dpcharmlibs', 'pydantic', 'cryptography')
+HEAVY_MODULES = (
+    'jinja2',
+    'lightkube',
+    'dpcharmlibs',
+    'pydantic',
+    'cryptography',
+    # The charm's own machinery that only some hooks need:
+    'valkey',  # the Valkey client, for changing a running server
+    'workload.live',
+    'workload.handover',
+    'clients',
+)
 
 
 def imported_after(script: str, *argv: str) -> list[str]:
@@ -266,8 +277,8 @@ class FakeLive:
     result: live.LiveResult = dataclasses.field(
         default_factory=lambda: live.LiveResult('applied', changes=('loglevel',))
     )
-    calls: list[tuple[workload.ValkeySettings, int]] = dataclasses.field(
-        default_factory=list[tuple['workload.ValkeySettings', int]]
+    calls: list[tuple[valkey_config.ValkeySettings, int]] = dataclasses.field(
+        default_factory=list[tuple['valkey_config.ValkeySettings', int]]
     )
 
     users: list[tuple[str, ...]] = dataclasses.field(default_factory=list[tuple[str, ...]])
@@ -277,12 +288,14 @@ class FakeLive:
     )
 
     def apply_live(
-        self, settings: workload.ValkeySettings, *, passwords: list[str], **_: object
+        self, settings: valkey_config.ValkeySettings, *, passwords: list[str], **_: object
     ) -> live.LiveResult:
         self.calls.append((settings, len(passwords)))
         return self.result
 
-    def apply_users(self, users: tuple[workload.AclUser, ...], **_: object) -> live.LiveResult:
+    def apply_users(
+        self, users: tuple[valkey_config.AclUser, ...], **_: object
+    ) -> live.LiveResult:
         self.users.append(tuple(user.name for user in users))
         return self.users_result
 

@@ -12,8 +12,8 @@ import ops
 import pytest
 from ops import testing
 
-import live
 from charm import ValkeyLeaderCharm
+from workload import live
 
 from ..fake_kubernetes import FakeKubernetes
 from .conftest import (
@@ -880,7 +880,7 @@ def test_repairing_the_secret_also_checks_leadership_first(
     lease.run_out_after(1)
     out = ctx.run(ctx.on.config_changed(), leader_state(fs, secrets={broken}))
     assert 'set_content' not in side_effects.calls
-    assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
+    assert out.unit_status == ops.WaitingStatus('waiting for the leader to publish its address')
 
 
 def test_a_follower_never_removes_secret_revisions(tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ import pytest
 from ops import testing
 
 import clients
-import live
 from charm import ValkeyLeaderCharm
+from workload import live
 
 from .conftest import (
     APP,
@@ -562,7 +562,7 @@ def test_no_client_write_once_leadership_is_lost_mid_hook(
     assert dict(out.get_relation(10).local_app_data) == {}
     assert client_secrets(out) == []
     assert 'client-users' not in peer_app_data(out)
-    assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
+    assert out.unit_status == ops.WaitingStatus('waiting for the leader to publish its address')
 
 
 # -------------------------------------------------------------- the published list

@@ -41,9 +41,9 @@ def test_a_hook_with_nothing_to_render_does_not_import_jinja2() -> None:
     assert imported_after(common) == []
     # And the probe sees jinja2 once something is rendered.
     renders = common + textwrap.dedent("""
-        import workload
-        workload.render_config(
-            workload.ValkeySettings(
+        from workload import config
+        config.render_config(
+            config.ValkeySettings(
                 password='p', primary_address=None, log_level='notice',
                 maxmemory='', maxmemory_policy='noeviction',
             ),
@@ -51,6 +51,39 @@ def test_a_hook_with_nothing_to_render_does_not_import_jinja2() -> None:
         )
     """)
     assert imported_after(renders) == ['jinja2']
+
+
+NOTHING_TO_APPLY = textwrap.dedent("""
+    import shutil, tempfile
+    from ops import testing
+    from charm import ValkeyLeaderCharm
+    root = tempfile.mkdtemp()
+    shutil.copytree('templates', root + '/templates')
+    ctx = testing.Context(ValkeyLeaderCharm, unit_id=0, charm_root=root)
+    # The config file's directory outlives the hook, as in a pod.
+    run = testing.Mount(location='/run/valkey', source=tempfile.mkdtemp())
+    leader = testing.State(
+        leader=True,
+        relations={testing.PeerRelation('valkey-peers', id=1)},
+        containers={testing.Container('valkey', can_connect=True, mounts={'run': run})},
+    )
+    # The first hook writes the file and starts Valkey; the second finds both
+    # in place (the Service was pointed in the first: the fake API is patched out).
+    import primary_service
+    primary_service.repoint = lambda *args, **kwargs: None
+    leader = ctx.run(ctx.on.config_changed(), leader)
+    assert leader.unit_status.name == 'active', leader.unit_status
+    leader = ctx.run(ctx.on.update_status(), leader)
+    assert leader.unit_status.name == 'active', leader.unit_status
+""")
+
+
+def test_a_hook_with_nothing_to_apply_imports_no_client_machinery() -> None:
+    """The common hook: a running unit, nothing changed; no Valkey client, no client code."""
+    imported = imported_after(NOTHING_TO_APPLY)
+    assert not {'valkey', 'workload.live', 'workload.handover', 'clients', 'dpcharmlibs'} & set(
+        imported
+    ), imported
 
 
 def test_the_probe_sees_an_import_when_there_is_one() -> None:

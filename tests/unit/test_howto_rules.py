@@ -131,7 +131,7 @@ def test_leadership_is_checked_again_right_before_each_write(
     out = ctx.run(ctx.on.leader_elected(), leader_state(fs))
     assert out.secrets == frozenset()
     assert peer_app_data(out) == {}
-    assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
+    assert out.unit_status == ops.WaitingStatus('waiting for the leader to publish its address')
     assert not fs.config_file.exists()
 
 

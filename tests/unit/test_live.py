@@ -18,8 +18,8 @@ import pytest
 import valkey.exceptions
 from hypothesis import strategies as st
 
-import live
-import workload
+from workload import client, handover, live
+from workload import config as valkey_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PRIMARY_NAME = 'valkey-leader-k8s-0.valkey-leader-k8s-endpoints.demo.svc.cluster.local'
@@ -31,8 +31,8 @@ def live_server() -> None:
     """Overrides conftest's fake: these tests exercise the real ``live.apply_live``."""
 
 
-def settings(primary: str | None = PRIMARY_NAME, **values: str) -> workload.ValkeySettings:
-    defaults = workload.ValkeySettings(
+def settings(primary: str | None = PRIMARY_NAME, **values: str) -> valkey_config.ValkeySettings:
+    defaults = valkey_config.ValkeySettings(
         primary_address=primary,
         password='pw',
         log_level='notice',
@@ -43,9 +43,9 @@ def settings(primary: str | None = PRIMARY_NAME, **values: str) -> workload.Valk
     return dataclasses.replace(defaults, **values)
 
 
-def running(desired: workload.ValkeySettings) -> dict[str, str]:
+def running(desired: valkey_config.ValkeySettings) -> dict[str, str]:
     """CONFIG GET of a server that already runs ``desired``."""
-    return live.desired_options(desired, live.same_host)
+    return live.desired_options(desired, client.same_host)
 
 
 FOLLOWING = {'role': 'slave', 'master_host': PRIMARY_NAME, 'master_port': 6379}
@@ -103,7 +103,7 @@ def test_a_new_leader_is_promoted_and_a_follower_follows() -> None:
 
 
 def test_the_primary_is_reached_through_resolve() -> None:
-    def resolve(host: str) -> live.Address:
+    def resolve(host: str) -> client.Address:
         return ('127.0.0.1', 40001) if host == PRIMARY_NAME else ('127.0.0.1', 40002)
 
     desired = settings()
@@ -133,7 +133,7 @@ def test_only_failures_need_a_restart() -> None:
 
 def test_importing_live_does_not_import_the_client() -> None:
     """Juju starts a process per hook: the client is imported only when used."""
-    probe = 'import sys, live; print("valkey" in sys.modules)'
+    probe = 'import sys\nfrom workload import live\nprint("valkey" in sys.modules)'
     result = subprocess.run(
         [sys.executable, '-c', probe],
         env={'PYTHONPATH': str(REPO_ROOT / 'src')},
@@ -149,10 +149,10 @@ def test_importing_live_does_not_import_the_client() -> None:
 
 @hypothesis.given(st.text())
 def test_the_password_read_back_from_the_file_is_the_one_written(password: str) -> None:
-    quoted = workload.valkey_quote(password)
-    assert workload.valkey_unquote(quoted) == password
-    text = workload.render_config(settings(password=password), REPO_ROOT / 'templates')
-    assert workload.requirepass_from_config(text) == password
+    quoted = valkey_config.valkey_quote(password)
+    assert valkey_config.valkey_unquote(quoted) == password
+    text = valkey_config.render_config(settings(password=password), REPO_ROOT / 'templates')
+    assert valkey_config.requirepass_from_config(text) == password
 
 
 @pytest.mark.parametrize(
@@ -172,19 +172,19 @@ def test_the_password_read_back_from_the_file_is_the_one_written(password: str) 
     ],
 )
 def test_unquote_reads_what_valkey_reads(quoted: str, value: str | None) -> None:
-    assert workload.valkey_unquote(quoted) == value
+    assert valkey_config.valkey_unquote(quoted) == value
 
 
 def test_a_file_without_requirepass_has_no_password() -> None:
-    assert workload.requirepass_from_config('port 6379\nloglevel notice\n') is None
-    assert workload.requirepass_from_config('requirepass "a"\nrequirepass "b"\n') == 'b'
+    assert valkey_config.requirepass_from_config('port 6379\nloglevel notice\n') is None
+    assert valkey_config.requirepass_from_config('requirepass "a"\nrequirepass "b"\n') == 'b'
 
 
 def test_the_file_announces_the_units_own_name_when_given() -> None:
     templates = REPO_ROOT / 'templates'
-    text = workload.render_config(settings(), templates)
+    text = valkey_config.render_config(settings(), templates)
     assert f'\nreplica-announce-ip {OWN_NAME}\n' in text
-    without = workload.render_config(settings(announce_host=''), templates)
+    without = valkey_config.render_config(settings(announce_host=''), templates)
     assert 'replica-announce-ip' not in without
 
 
@@ -196,7 +196,7 @@ def test_the_file_announces_the_units_own_name_when_given() -> None:
 class FakeServer:
     """What one Valkey server answers, as the few commands live.py sends see it."""
 
-    def __init__(self, desired: workload.ValkeySettings, *, role: str = 'slave') -> None:
+    def __init__(self, desired: valkey_config.ValkeySettings, *, role: str = 'slave') -> None:
         self.password = desired.password
         self.config = running(desired) | {'port': '6379'}
         self.replication: dict[str, object] = {'role': role, 'master_replid': 'history-1'}
@@ -204,8 +204,6 @@ class FakeServer:
             self.replication |= {'master_host': desired.primary_address, 'master_port': 6379}
         self.refuse: dict[str, str | Exception] = {}
         self.sent: list[tuple[str | int, ...]] = []
-        self.on_failover: FakeServer | None = None
-        """The server FAILOVER promotes; ``None``: it never completes."""
         self.users = {'default'}
 
     def answer(self, *args: str | int) -> object:
@@ -237,8 +235,6 @@ class FakeServer:
             verb, names = str(args[1]).upper(), {str(a) for a in args[2:3]}
             self.users = self.users | names if verb == 'SETUSER' else self.users - names
             return sorted(self.users) if verb == 'USERS' else 1
-        if name == 'FAILOVER' and args[1] == 'TO' and self.on_failover is not None:
-            self.on_failover.replication = {'role': 'master'}
         return True
 
 
@@ -274,14 +270,14 @@ class FakePipeline(FakeClient):
         return self
 
 
-Servers = dict[live.Address, FakeServer]
+Servers = dict[client.Address, FakeServer]
 
 
 @pytest.fixture
-def servers(monkeypatch: pytest.MonkeyPatch) -> dict[live.Address, FakeServer]:
-    known: dict[live.Address, FakeServer] = {}
+def servers(monkeypatch: pytest.MonkeyPatch) -> dict[client.Address, FakeServer]:
+    known: dict[client.Address, FakeServer] = {}
 
-    def connect(address: live.Address, password: str, timeout: float) -> FakeClient:
+    def connect(address: client.Address, password: str, timeout: float) -> FakeClient:
         server = known.get(address)
         if server is None:
             raise valkey.exceptions.ConnectionError('Connection refused.')
@@ -289,7 +285,7 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> dict[live.Address, FakeServer]:
             raise valkey.exceptions.AuthenticationError('invalid username-password pair')
         return FakeClient(server)
 
-    monkeypatch.setattr(live, '_client', connect)
+    monkeypatch.setattr(client, '_client', connect)
     return known
 
 
@@ -297,13 +293,13 @@ OLD = ('10.0.0.1', 6379)
 
 
 def test_fake_a_no_op_reads_once_and_writes_nothing(servers: Servers) -> None:
-    server = servers[live.LOCAL] = FakeServer(settings())
+    server = servers[client.LOCAL] = FakeServer(settings())
     assert live.apply_live(settings(), passwords=['pw']) == live.LiveResult('unchanged')
     assert [args[:2] for args in server.sent] == [('CONFIG', 'GET'), ('INFO', 'replication')]
 
 
 def test_fake_changes_are_applied_in_one_pipeline(servers: Servers) -> None:
-    server = servers[live.LOCAL] = FakeServer(settings())
+    server = servers[client.LOCAL] = FakeServer(settings())
     result = live.apply_live(settings(primary=None, password='new'), passwords=['new', 'pw'])
     assert result == live.LiveResult('applied', changes=('masterauth', 'requirepass', 'role'))
     assert server.sent[2:] == [
@@ -313,14 +309,14 @@ def test_fake_changes_are_applied_in_one_pipeline(servers: Servers) -> None:
 
 
 def test_fake_a_new_name_is_announced_by_reconnecting(servers: Servers) -> None:
-    server = servers[live.LOCAL] = FakeServer(settings(announce_host='old.name'))
+    server = servers[client.LOCAL] = FakeServer(settings(announce_host='old.name'))
     assert live.apply_live(settings(), passwords=['pw']).changes == ('replica-announce-ip',)
     assert server.sent[-1] == ('CLIENT', 'KILL', 'TYPE', 'master')
 
 
 def test_fake_failures_say_why_without_the_password(servers: Servers) -> None:
     assert live.apply_live(settings(), passwords=['pw']).status == 'not-running'
-    server = servers[live.LOCAL] = FakeServer(settings(password='secret-one'))
+    server = servers[client.LOCAL] = FakeServer(settings(password='secret-one'))
     refused = live.apply_live(settings(), passwords=['pw', 'also-wrong'])
     assert refused.status == 'auth-refused'
     server.refuse['REPLICAOF'] = 'ERR REPLICAOF not allowed for secret-one'
@@ -348,12 +344,12 @@ def test_a_promotion_asks_a_primary_that_still_answers_to_hand_over_first(
 ) -> None:
     asked: list[dict[str, object]] = []
 
-    def hand_over(**kwargs: object) -> live.HandoverResult:
+    def hand_over(**kwargs: object) -> handover.HandoverResult:
         asked.append(kwargs)
-        return live.HandoverResult('switched', seconds=0.003)
+        return handover.HandoverResult('switched', seconds=0.003)
 
-    monkeypatch.setattr(live, 'hand_over', hand_over)
-    mine = servers[live.LOCAL] = FakeServer(settings())
+    monkeypatch.setattr(handover, 'hand_over', hand_over)
+    mine = servers[client.LOCAL] = FakeServer(settings())
     following: dict[str, object] = {'role': 'slave', 'master_host': 'old.name'}
     following['master_port'] = 6379
 
@@ -373,63 +369,22 @@ def test_a_promotion_asks_a_primary_that_still_answers_to_hand_over_first(
             'old_primary': ('old.name', 6379),  # whom its server follows: no peer data needed
             'target': (OWN_NAME, 6379),
             'passwords': ['pw', 'old'],
-            'local': live.LOCAL,
+            'local': client.LOCAL,
         }
     ]
-    assert handed.handover == live.HandoverResult('switched', seconds=0.003)
+    assert handed.handover == handover.HandoverResult('switched', seconds=0.003)
     assert mine.replication['role'] == 'master'  # promoted whatever the outcome
 
 
-def test_fake_handover_outcomes(servers: Servers) -> None:
-    target = ('me.name', 6379)
-
-    def failover(timeout_ms: int = 5000) -> live.HandoverResult:
-        return live.hand_over(
-            old_primary=OLD,
-            target=target,
-            passwords=['pw'],
-            method='failover',
-            timeout_ms=timeout_ms,
-        )
-
-    mine = servers[live.LOCAL] = FakeServer(settings())
-    assert failover().status == 'unreachable'
-
-    old = servers[OLD] = FakeServer(settings(primary=None), role='master')
-    old.password = 'other'
-    assert failover().status == 'auth-refused'
-    old.password = 'pw'
-
-    old.refuse['FAILOVER'] = 'ERR FAILOVER target HOST and PORT is not a replica.'
-    refused = failover()
-    assert refused.status == 'refused'
-    assert 'not a replica' in refused.reason
-    del old.refuse['FAILOVER']
-
-    timed_out = failover(timeout_ms=1)
-    assert timed_out.status == 'timed-out'
-    assert old.sent[-1] == ('FAILOVER', 'ABORT')
-
-    old.on_failover = mine
-    switched = failover()
-    assert switched.status == 'switched'
-    assert ('FAILOVER', 'TO', 'me.name', 6379, 'TIMEOUT', 5000) in old.sent
-    again = failover()
-    assert again.status == 'already-primary'
-
-    mine.password = 'changed'
-    assert failover().status == 'refused'
-
-
-def pause_hand_over(timeout_ms: int = 5000, target: str = OWN_NAME) -> live.HandoverResult:
-    return live.hand_over(
+def pause_hand_over(timeout_ms: int = 5000, target: str = OWN_NAME) -> handover.HandoverResult:
+    return handover.hand_over(
         old_primary=OLD, target=(target, 6379), passwords=['pw'], timeout_ms=timeout_ms
     )
 
 
 def old_and_mine(servers: Servers, *, behind: int = 0) -> tuple[FakeServer, FakeServer]:
     """The old primary at offset 100, and this unit's server ``behind`` bytes behind it."""
-    mine = servers[live.LOCAL] = FakeServer(settings())
+    mine = servers[client.LOCAL] = FakeServer(settings())
     mine.replication |= {'slave_repl_offset': 100 - behind}
     old = servers[OLD] = FakeServer(settings(primary=None), role='master')
     old.replication |= {'master_repl_offset': 100}
@@ -514,13 +469,13 @@ def test_fake_handover_asks_the_primary_that_the_old_primary_follows(servers: Se
 
 # ------------------------------------------------------------ client users
 
-CLIENT_USER = workload.AclUser(
+CLIENT_USER = valkey_config.AclUser(
     name='relation-7-req1', password_sha256='a' * 64, key_pattern='app:*'
 )
 
 
 def test_fake_client_users_are_set_and_others_deleted(servers: Servers) -> None:
-    server = servers[live.LOCAL] = FakeServer(settings())
+    server = servers[client.LOCAL] = FakeServer(settings())
     server.users |= {'relation-3-req1'}
     result = live.apply_users((CLIENT_USER,), passwords=['pw'])
     assert result == live.LiveResult(
@@ -534,7 +489,7 @@ def test_fake_client_users_are_set_and_others_deleted(servers: Servers) -> None:
 
 def test_fake_client_users_refused_say_which_without_the_rules(servers: Servers) -> None:
     assert live.apply_users((CLIENT_USER,), passwords=['pw']).status == 'not-running'
-    server = servers[live.LOCAL] = FakeServer(settings())
+    server = servers[client.LOCAL] = FakeServer(settings())
     server.refuse["ACL ('SETUSER',)"] = 'ERR Error in ACL SETUSER modifier'
     result = live.apply_users((CLIENT_USER,), passwords=['pw'])
     assert result == live.LiveResult(

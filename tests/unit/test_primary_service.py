@@ -286,7 +286,7 @@ def test_leadership_is_rechecked_after_the_kubernetes_call(
 
     assert len(kubernetes.applies) == 1
     assert peer_app_data(out) == {}
-    assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
+    assert out.unit_status == ops.WaitingStatus('waiting for the leader to publish its address')
 
 
 def test_service_name_and_object_are_pure() -> None:
@@ -314,7 +314,7 @@ def test_no_apply_once_leadership_is_lost_after_the_lookup(
 
     assert [r.method for r in kubernetes.requests] == ['GET']
     assert peer_app_data(out) == {}
-    assert out.unit_status == ops.WaitingStatus('lost leadership; waiting for the new leader')
+    assert out.unit_status == ops.WaitingStatus('waiting for the leader to publish its address')
 
 
 def test_the_real_client_uses_the_namespace_and_a_bounded_timeout(

@@ -14,16 +14,18 @@ import pytest
 import yaml
 
 import password_secret
-import workload
-from charm_config import MAXMEMORY_LIMIT_BYTES, CharmConfig, maxmemory_bytes
+from charm_config import CharmConfig
 from leadership import LeaderRecord, most_severe, pod_name, unit_address
+from workload import config as valkey_config
+from workload import container as valkey_container
+from workload.config import MAXMEMORY_LIMIT_BYTES, maxmemory_bytes
 
 from .conftest import REPO_ROOT
 
 TEMPLATES = REPO_ROOT / 'templates'
 
 
-def settings(**overrides: object) -> workload.ValkeySettings:
+def settings(**overrides: object) -> valkey_config.ValkeySettings:
     values: dict[str, object] = {
         'password': 'p' * 48,
         'primary_address': None,
@@ -32,7 +34,7 @@ def settings(**overrides: object) -> workload.ValkeySettings:
         'maxmemory_policy': 'noeviction',
     }
     values.update(overrides)
-    return workload.ValkeySettings(**values)  # type: ignore[arg-type]
+    return valkey_config.ValkeySettings(**values)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ config
@@ -115,14 +117,14 @@ def test_admin_password_refuses_anything_else(secret_id: str) -> None:
 
 
 def test_primary_has_no_replicaof() -> None:
-    text = workload.render_config(settings(), TEMPLATES)
+    text = valkey_config.render_config(settings(), TEMPLATES)
     assert 'replicaof' not in text
     assert 'replica-read-only' not in text
     assert text.endswith('\n')
 
 
 def test_replica_points_at_the_primary() -> None:
-    text = workload.render_config(
+    text = valkey_config.render_config(
         settings(primary_address='db-0.db-endpoints.m.svc.cluster.local'), TEMPLATES
     )
     assert 'replicaof db-0.db-endpoints.m.svc.cluster.local 6379\n' in text
@@ -130,21 +132,21 @@ def test_replica_points_at_the_primary() -> None:
 
 
 def test_empty_maxmemory_is_written_as_no_limit() -> None:
-    assert 'maxmemory 0\n' in workload.render_config(settings(), TEMPLATES)
+    assert 'maxmemory 0\n' in valkey_config.render_config(settings(), TEMPLATES)
 
 
 def test_rendering_is_deterministic() -> None:
     """Same inputs, same bytes: the charm restarts Valkey only when the bytes differ."""
-    assert workload.render_config(settings(), TEMPLATES) == workload.render_config(
+    assert valkey_config.render_config(settings(), TEMPLATES) == valkey_config.render_config(
         settings(), TEMPLATES
     )
 
 
 def test_a_template_variable_without_a_value_is_an_error(tmp_path: Path) -> None:
     """StrictUndefined: a typo in the template fails loudly instead of writing an empty value."""
-    (tmp_path / workload.TEMPLATE_NAME).write_text('port {{ prot }}\n')
+    (tmp_path / valkey_config.TEMPLATE_NAME).write_text('port {{ prot }}\n')
     with pytest.raises(jinja2.UndefinedError, match='prot'):
-        workload.render_config(settings(), tmp_path)
+        valkey_config.render_config(settings(), tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +162,7 @@ def test_a_template_variable_without_a_value_is_an_error(tmp_path: Path) -> None
     ],
 )
 def test_valkey_quote(raw: str, quoted: str) -> None:
-    assert workload.valkey_quote(raw) == quoted
+    assert valkey_config.valkey_quote(raw) == quoted
 
 
 def test_generated_passwords_are_long_random_and_plain() -> None:
@@ -172,7 +174,7 @@ def test_generated_passwords_are_long_random_and_plain() -> None:
 def test_pebble_layer_has_no_password_and_no_user_switch() -> None:
     # Pebble runs as the workload user (metadata.yaml uid/gid); a non-root
     # Pebble cannot run a service as another user, so the layer names none.
-    service = workload.pebble_layer().services['valkey']
+    service = valkey_container.pebble_layer().services['valkey']
     assert service.command == 'valkey-server /run/valkey/valkey.conf'
     assert service.environment == {}
     assert [service.user, service.user_id, service.group, service.group_id] == ['', None, '', None]
@@ -183,7 +185,7 @@ def test_the_workload_container_runs_as_the_images_valkey_user() -> None:
     metadata = yaml.safe_load((REPO_ROOT / 'metadata.yaml').read_text())
     container = metadata['containers']['valkey']
     assert (container['uid'], container['gid']) == (999, 999)
-    assert workload.CONFIG_PATH.startswith('/run/valkey/')
+    assert valkey_config.CONFIG_PATH.startswith('/run/valkey/')
 
 
 @pytest.mark.parametrize(
@@ -196,7 +198,7 @@ def test_the_workload_container_runs_as_the_images_valkey_user() -> None:
     ],
 )
 def test_parse_version(output: str, version: str | None) -> None:
-    assert workload.parse_version(output) == version
+    assert valkey_container.parse_version(output) == version
 
 
 # ----------------------------------------------------------- leader record

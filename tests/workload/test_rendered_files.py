@@ -21,7 +21,8 @@ import yaml
 from hypothesis import strategies as st
 from ops import testing
 
-from charm_config import LOG_LEVELS, MAXMEMORY_LIMIT_BYTES, MAXMEMORY_POLICIES, maxmemory_bytes
+from charm_config import LOG_LEVELS, MAXMEMORY_POLICIES
+from workload.config import MAXMEMORY_LIMIT_BYTES, maxmemory_bytes
 
 from . import valkey_server
 from .charm_unit import (

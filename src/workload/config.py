@@ -1,7 +1,7 @@
 # Copyright 2026 The valkey-leader-k8s authors
 # See LICENSE file for licensing details.
 
-"""The Valkey workload: what the config file says and how Pebble runs it.
+"""What a unit's ``valkey.conf`` says: the settings as a typed value, rendered by jinja2.
 
 Pure functions over small typed values. Nothing here knows about Juju events,
 leadership or the charm; ``src/charm.py`` decides *what* to run, this module
@@ -15,10 +15,6 @@ import re
 from pathlib import Path
 from typing import Final
 
-from ops import pebble
-
-CONTAINER: Final = 'valkey'
-SERVICE: Final = 'valkey'
 PORT: Final = 6379
 # Pebble, and so Valkey, run as the image's "valkey" user (uid/gid 999 in
 # metadata.yaml), who cannot create /etc/valkey. The official image makes
@@ -39,6 +35,39 @@ CLIENT_COMMANDS: Final = (
     '-@all +@read +@write +@keyspace +@pubsub +@transaction +@connection '
     '-@admin -@dangerous -@scripting'
 )
+
+
+# Valkey's memory units: k/m/g are powers of 1000, kb/mb/gb powers of 1024.
+_MEMORY_UNITS: Final = {
+    '': 1,
+    'b': 1,
+    'k': 1000,
+    'kb': 1024,
+    'm': 1000**2,
+    'mb': 1024**2,
+    'g': 1000**3,
+    'gb': 1024**3,
+}
+_MEMORY_SIZE = re.compile(r'(?P<number>[0-9]{1,20})(?P<unit>[kmg]?b?)', re.IGNORECASE)
+# Valkey accepts sizes up to 2**64 - 1 bytes but silently wraps a larger
+# number-times-unit product; capping at 2**63 - 1 keeps every accepted value
+# meaning what it says (and is far beyond any real memory).
+MAXMEMORY_LIMIT_BYTES: Final = 2**63 - 1
+
+
+def maxmemory_bytes(value: str) -> int:
+    """Return the number of bytes a Valkey memory size means.
+
+    Raises:
+        ValueError: if ``value`` is not a size Valkey accepts.
+    """
+    match = _MEMORY_SIZE.fullmatch(value)
+    if match is None:
+        raise ValueError(value)
+    size = int(match['number']) * _MEMORY_UNITS[match['unit'].lower()]
+    if size > MAXMEMORY_LIMIT_BYTES:
+        raise ValueError(value)
+    return size
 
 
 _SHA256_HEX = re.compile(r'[0-9a-f]{64}')
@@ -214,42 +243,3 @@ def render_config(settings: ValkeySettings, templates_dir: Path) -> str:
         users=settings.users,
         announce_host=settings.announce_host,
     )
-
-
-def pebble_layer() -> pebble.Layer:
-    """The Pebble layer that runs Valkey from the rendered file.
-
-    The password is only in the 0600 file: never in the command line or the
-    environment, which anyone who can read the Pebble plan or /proc could see.
-    No user-id: Pebble itself runs as the workload user, and runs its services
-    as itself (a non-root Pebble cannot switch users).
-    """
-    layer: pebble.LayerDict = {
-        'summary': 'Valkey',
-        'description': 'Valkey, configured by the valkey-leader-k8s charm',
-        'services': {
-            SERVICE: {
-                'override': 'replace',
-                'summary': 'Valkey server',
-                'command': f'valkey-server {CONFIG_PATH}',
-                'startup': 'enabled',
-            }
-        },
-        'checks': {
-            'valkey-ready': {
-                'override': 'replace',
-                'level': 'ready',
-                'tcp': {'port': PORT},
-            }
-        },
-    }
-    return pebble.Layer(layer)
-
-
-_VERSION = re.compile(r'\bv=(?P<version>[0-9][0-9A-Za-z.+-]*)')
-
-
-def parse_version(output: str) -> str | None:
-    """Extract ``9.1.0`` from ``valkey-server --version`` output."""
-    match = _VERSION.search(output)
-    return match['version'] if match else None

@@ -1,0 +1,210 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""The workload container: put the rendered file in place, and make Valkey run it.
+
+The file is pushed only when it differs, the Pebble layer added only when it
+changed. A running server gets the change live (:mod:`workload.live`: role,
+password, options, users; no dropped connection, no reload of the data); it
+restarts only when that is impossible, and the log says why. Knows ops'
+``Container``, no Juju events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import ops
+from ops import pebble
+
+from workload.config import (
+    CONFIG_PATH,
+    PORT,
+    ValkeySettings,
+    render_config,
+    requirepass_from_config,
+)
+
+if TYPE_CHECKING:
+    from workload.handover import HandoverResult
+    from workload.live import LiveResult
+
+logger = logging.getLogger(__name__)
+
+CONTAINER: Final = 'valkey'
+SERVICE: Final = 'valkey'
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    """What :func:`configure` did."""
+
+    version: str | None
+    """The Valkey version, read when the Pebble plan was new; otherwise ``None``."""
+
+
+def configure(
+    container: ops.Container,
+    settings: ValkeySettings,
+    templates_dir: Path,
+    *,
+    recheck: bool = False,
+) -> Applied | ops.StatusBase:
+    """Render the file; push it, and bring the server in line, if anything changed; or say why not.
+
+    ``recheck``: compare the running server with the file even if the file is
+    unchanged (a previous leader may have changed the server's role live).
+    """
+    if not container.can_connect():
+        return ops.WaitingStatus('waiting for Pebble in the valkey container')
+    config_text = render_config(settings, templates_dir)
+    try:
+        return _apply(container, config_text, settings, recheck=recheck)
+    except pebble.Error as e:
+        # Not re-raised: a traceback would only make Juju retry this one event;
+        # every later event retries anyway, from the same inputs.
+        logger.error('Pebble error while configuring Valkey: %s', type(e).__name__)
+        return ops.WaitingStatus(f'Pebble error ({type(e).__name__}); retrying on the next event')
+
+
+def _apply(
+    container: ops.Container, config_text: str, settings: ValkeySettings, *, recheck: bool
+) -> Applied:
+    """Bring the container, and the server running in it, in line with ``config_text``."""
+    previous = _pull(container)
+    pushed = previous != config_text
+    if pushed:
+        _push(container, config_text)
+        role = f'replica of {settings.primary_address}' if settings.primary_address else 'primary'
+        logger.info('Wrote the config file: %s', role)
+    layer = pebble_layer()
+    new_plan = container.get_plan().services.get(SERVICE) != layer.services[SERVICE]
+    if new_plan:
+        container.add_layer(CONTAINER, layer, combine=True)
+        container.replan()  # starts the service, or restarts it if its definition changed
+    elif not container.get_service(SERVICE).is_running():
+        container.start(SERVICE)  # it reads the file as it starts
+    elif pushed or recheck:
+        # The server runs an older file (or may have been changed live by a
+        # previous leader): change it live; restart only if that fails.
+        result = apply_to_running_server(settings, previous, config_text)
+        if result.restart_needed:
+            logger.info('Restarting Valkey: %s', result.reason)
+            container.restart(SERVICE)
+    # A new plan means a new container (a new image, so maybe a new Valkey)
+    # or a new charm revision: the only times the version can change.
+    return Applied(version=_read_version(container) if new_plan else None)
+
+
+def apply_to_running_server(
+    settings: ValkeySettings, previous: str | None, config_text: str
+) -> LiveResult:
+    """Change the running server to ``settings`` live; the result says if it must restart."""
+    # Imported here: only a hook that changes a running server pays for
+    # importing the Valkey client (Juju starts a new process for every hook).
+    from workload import client, live  # noqa: PLC0415
+
+    # The server may still have the password of the file this hook replaced.
+    old_password = requirepass_from_config(previous) if previous else None
+    passwords = [settings.password, *([old_password] if old_password else [])]
+    result = live.apply_live(
+        settings, passwords=passwords, address=client.LOCAL, resolve=client.same_host
+    )
+    if result.handover is not None:
+        _log_handover(result.handover)
+    if not result.restart_needed and _user_lines(previous) != _user_lines(config_text):
+        # Valkey does not replicate users and reads `user` lines only at start.
+        result = live.apply_users(settings.users, passwords=passwords, address=client.LOCAL)
+    if not result.restart_needed and result.changes:
+        logger.info('Applied live, no restart: %s', ', '.join(result.changes))
+    return result
+
+
+def _log_handover(handed_over: HandoverResult) -> None:
+    if handed_over.status == 'switched':
+        logger.info('The old primary handed over in %.0f ms', handed_over.seconds * 1000)
+    elif handed_over.status == 'forced':
+        logger.warning('Demoted the old primary before catching up: %s', handed_over.reason)
+    else:
+        reason = f'{handed_over.status}: {handed_over.reason}'
+        logger.warning('No handover (%s); promoting directly', reason)
+
+
+def pebble_layer() -> pebble.Layer:
+    """The Pebble layer that runs Valkey from the rendered file.
+
+    The password is only in the 0600 file: never in the command line or the
+    environment, which anyone who can read the Pebble plan or /proc could see.
+    No user-id: Pebble itself runs as the workload user, and runs its services
+    as itself (a non-root Pebble cannot switch users).
+    """
+    layer: pebble.LayerDict = {
+        'summary': 'Valkey',
+        'description': 'Valkey, configured by the valkey-leader-k8s charm',
+        'services': {
+            SERVICE: {
+                'override': 'replace',
+                'summary': 'Valkey server',
+                'command': f'valkey-server {CONFIG_PATH}',
+                'startup': 'enabled',
+            }
+        },
+        'checks': {
+            'valkey-ready': {
+                'override': 'replace',
+                'level': 'ready',
+                'tcp': {'port': PORT},
+            }
+        },
+    }
+    return pebble.Layer(layer)
+
+
+_VERSION = re.compile(r'\bv=(?P<version>[0-9][0-9A-Za-z.+-]*)')
+
+
+def parse_version(output: str) -> str | None:
+    """Extract ``9.1.0`` from ``valkey-server --version`` output."""
+    match = _VERSION.search(output)
+    return match['version'] if match else None
+
+
+def _read_version(container: ops.Container) -> str | None:
+    try:
+        stdout, _ = container.exec(['valkey-server', '--version']).wait_output()
+    except pebble.Error as e:
+        # Cosmetic: Valkey runs; `juju status` shows no version until the
+        # next new plan (a new container or charm revision).
+        logger.warning('Could not read the Valkey version: %s', type(e).__name__)
+        return None
+    return parse_version(stdout)
+
+
+def _user_lines(config_text: str | None) -> list[str]:
+    return [line for line in (config_text or '').splitlines() if line.startswith('user ')]
+
+
+def _pull(container: ops.Container) -> str | None:
+    try:
+        with container.pull(CONFIG_PATH) as file:
+            return file.read()
+    except pebble.PathError as e:
+        if e.kind != 'not-found':
+            raise
+        return None
+
+
+def _push(container: ops.Container, desired: str) -> None:
+    # Pebble writes to a temporary file and renames it: the file is never
+    # half-written, and a failed push leaves the last good file in place.
+    container.push(
+        CONFIG_PATH,
+        desired,
+        make_dirs=True,
+        # Created by Pebble, which runs as the workload user: owned by it.
+        permissions=0o600,
+    )
