@@ -35,9 +35,8 @@ from workload.config import AclUser
 
 logger = logging.getLogger(__name__)
 
+# clients.ENDPOINT, named here so that hooks without clients never import clients.py.
 CLIENT_ENDPOINT: Final = 'valkey-client'
-"""Client applications' endpoint (``clients.ENDPOINT``, named here so that hooks
-without clients never import the client machinery)."""
 
 
 class ValkeyLeaderCharm(ops.CharmBase):
@@ -142,7 +141,12 @@ class ValkeyLeaderCharm(ops.CharmBase):
     def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
         # Sent to the owner (the application, so the leader) once no unit tracks
         # an old revision; only the leader may remove it.
-        if not self.unit.is_leader() or not self._owns(event.secret.label):
+        if not self.unit.is_leader():
+            return
+        import clients  # noqa: PLC0415 - only here: a rare event
+
+        label = event.secret.label
+        if label != password_secret.LABEL and not clients.owns_secret(label):
             return
         try:
             event.remove_revision()
@@ -301,13 +305,6 @@ class ValkeyLeaderCharm(ops.CharmBase):
         import clients  # noqa: PLC0415
 
         return clients.users_for_this_unit(self.model)
-
-    def _owns(self, secret_label: str | None) -> bool:
-        if secret_label == password_secret.LABEL:
-            return True
-        import clients  # noqa: PLC0415
-
-        return clients.owns_secret(secret_label)
 
     def _leader_to_follow(self) -> LeaderRecord | ops.StatusBase:
         record = leadership.read_record(self.model.get_relation(PEER_ENDPOINT), self.app)

@@ -488,8 +488,9 @@ def _provider(charm: ops.CharmBase) -> ResourceProviderEventHandler[RequirerComm
 def import_library() -> None:
     """Import ``dpcharmlibs.interfaces`` (once per process), here and nowhere else first.
 
-    Juju starts a new process for every hook, and this import costs about 70 ms:
-    only a leader with client relations calls this.
+    Juju starts a new process for every hook, and this import (pydantic,
+    cryptography) costs several times what the rest of the charm does: only a
+    leader with client relations calls this.
     """
     with warnings.catch_warnings():
         # dpcharmlibs-interfaces 1.2.2 puts Field(default=..., exclude=...) inside

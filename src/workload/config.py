@@ -214,11 +214,10 @@ def requirepass_from_config(text: str) -> str | None:
 def render_config(settings: ValkeySettings, templates_dir: Path) -> str:
     """Render ``valkey.conf`` for one unit from the jinja2 template."""
     # Imported here, not at the top: Juju starts a new Python process for every
-    # hook, and jinja2 is most of what importing this charm costs beyond ops
-    # (about 12 ms of 15 ms on the machine in docs/benchmark.md). A hook that
-    # renders pays it either way; the others are spared it: every event the
-    # charm does not observe (install, start, relation-joined, ...), and every
-    # hook where there is nothing to render yet (a follower waiting for its
+    # hook, and jinja2 is most of what importing this charm costs beyond ops.
+    # A hook that renders pays it either way; the others are spared it: every
+    # event the charm does not observe (install, start, relation-joined, ...),
+    # and every hook with nothing to render yet (a follower waiting for its
     # leader, an invalid config, Pebble not up).
     import jinja2  # noqa: PLC0415
 

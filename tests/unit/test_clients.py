@@ -20,8 +20,10 @@ from typing import Any
 
 import ops
 import pytest
+import yaml
 from ops import testing
 
+import charm
 import clients
 from charm import ValkeyLeaderCharm
 from workload import live
@@ -29,6 +31,7 @@ from workload import live
 from .conftest import (
     APP,
     PEERS,
+    REPO_ROOT,
     FakeLive,
     Lease,
     SideEffects,
@@ -657,3 +660,10 @@ def test_users_the_server_refuses_live_restart_it_once(
     ctx.run(ctx.on.relation_changed(relation, remote_unit=0), state)
 
     assert side_effects.count('restart') == 1
+
+
+def test_the_charm_names_the_client_endpoint_as_clients_and_metadata_do() -> None:
+    """charm.py names it without importing clients.py (hooks without clients skip that import)."""
+    metadata = yaml.safe_load((REPO_ROOT / 'metadata.yaml').read_text())
+    assert charm.CLIENT_ENDPOINT == clients.ENDPOINT
+    assert metadata['provides'][charm.CLIENT_ENDPOINT]['interface'] == 'valkey_client'
