@@ -28,8 +28,8 @@ from bench.stats import Summary
 
 _IMPORTTIME_LINE: Final = re.compile(r'import time:\s+(\d+)\s+\|\s+(\d+)\s+\|\s*(\S+)$')
 RENDER_ONCE: Final = (
-    'import charm, workload, pathlib; '
-    'workload.render_config(workload.ValkeySettings(password="p", primary_address=None, '
+    'import charm, pathlib; from workload import config; '
+    'config.render_config(config.ValkeySettings(password="p", primary_address=None, '
     'log_level="notice", maxmemory="", maxmemory_policy="noeviction"), '
     'pathlib.Path("templates"))'
 )
@@ -53,10 +53,9 @@ class PackedCharm:
         root = into / name
         if root.exists():
             shutil.rmtree(root)
-        (root / 'src').mkdir(parents=True)
+        # Modules and packages, as the charm plugin ships src/ (no bytecode).
+        shutil.copytree(source, root / 'src', ignore=shutil.ignore_patterns('__pycache__'))
         (root / 'lib').mkdir()
-        for module in source.glob('*.py'):
-            shutil.copy2(module, root / 'src' / module.name)
         (root / 'venv').symlink_to(sysconfig.get_paths()['purelib'], target_is_directory=True)
         if templates is not None:
             shutil.copytree(templates, root / 'templates')

@@ -125,9 +125,9 @@ class ValkeySettings:
 
     A primary lists each replica in ``INFO replication`` by the address the
     replica announces; without it, by the pod IP the connection came from.
-    ``FAILOVER TO <host> <port>`` finds its target in that list, so a new
-    leader can name itself there only if it announced the name it knows
-    itself by. ``None`` leaves the line out (Valkey then lists the pod IP).
+    In a handover the old primary is told to replicate from the new one by
+    this name (:mod:`workload.handover` checks the new leader announces it).
+    ``None`` leaves the line out (Valkey then lists the pod IP).
     """
 
 
