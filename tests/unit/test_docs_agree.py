@@ -193,3 +193,41 @@ def test_each_benchmark_target_is_met_exactly_when_its_figure_is_within_its_limi
             assert float(missed_by.group(1)) == round((worst / bound - 1) * 100, 1)
         checked += 1
     assert checked >= 2, 'the targets table lost its ratio rows'
+
+
+def _named_tests(markdown: str) -> list[tuple[str, str]]:
+    """``(file, test)`` for every ``file.py::test`` and following ``::test`` in backticks."""
+    named: list[tuple[str, str]] = []
+    for line in markdown.splitlines():
+        current = ''
+        for file, test in re.findall(r'`((?:[\w/]+/)?test_\w+\.py)?::(test_\w+)`', line):
+            current = file or current
+            named.append((current, test))
+    return named
+
+
+def _test_file(name: str) -> Path:
+    return ROOT / name if '/' in name else ROOT / 'tests' / 'unit' / name
+
+
+@pytest.mark.parametrize('doc', PROSE, ids=_rel)
+def test_every_test_the_docs_name_exists(doc: Path) -> None:
+    missing = [
+        f'{file}::{test}'
+        for file, test in _named_tests(doc.read_text())
+        if not file
+        or not _test_file(file).exists()
+        or not re.search(rf'(?m)^def {test}\(', _test_file(file).read_text())
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize('doc', PROSE, ids=_rel)
+def test_every_test_function_the_docs_name_by_itself_exists(doc: Path) -> None:
+    defined = {
+        name
+        for path in (ROOT / 'tests').rglob('test_*.py')
+        for name in re.findall(r'(?m)^def (test_\w+)\(', path.read_text())
+    }
+    named = set(re.findall(r'`(test_\w+)`', doc.read_text()))
+    assert sorted(named - defined) == []
