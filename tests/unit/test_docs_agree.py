@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / 'README.md'
 CONTRIBUTING = ROOT / 'CONTRIBUTING.md'
 DOCS = sorted((ROOT / 'docs').glob('*.md'))
-PROSE = [README, CONTRIBUTING, *DOCS]
+PROSE = [README, CONTRIBUTING, ROOT / 'SECURITY.md', *DOCS]
 
 README_MAX_LINES = 250
 # A reference to this project's issue tracker, by number: a reader cannot look
