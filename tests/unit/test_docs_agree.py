@@ -80,12 +80,20 @@ def test_the_integration_skip_count_stated_is_the_number_of_integration_tests() 
     assert {int(n) for n in stated} == {len(_integration_test_functions())}
 
 
-def _tox_envs() -> set[str]:
+def _tox_ini() -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(ROOT / 'tox.ini')
-    envs = {s.removeprefix('testenv:') for s in parser.sections() if s.startswith('testenv:')}
-    env_list = parser.get('tox', 'env_list', fallback='')
-    return envs | {e.strip() for e in env_list.split(',') if e.strip()}
+    return parser
+
+
+def _default_env_list() -> list[str]:
+    return [e.strip() for e in _tox_ini().get('tox', 'env_list').split(',') if e.strip()]
+
+
+def _tox_envs() -> set[str]:
+    sections = _tox_ini().sections()
+    envs = {s.removeprefix('testenv:') for s in sections if s.startswith('testenv:')}
+    return envs | set(_default_env_list())
 
 
 @pytest.mark.parametrize('doc', PROSE, ids=_rel)
@@ -97,6 +105,23 @@ def test_every_tox_env_the_docs_name_exists(doc: Path) -> None:
         if env
     }
     assert named - _tox_envs() == set()
+
+
+def test_the_envs_the_docs_say_tox_runs_are_its_env_list() -> None:
+    """README's "in `tox`" column and CONTRIBUTING's list say what plain `tox` runs."""
+    default = set(_default_env_list())
+    in_tox = {
+        env
+        for envs, runs in re.findall(
+            r'(?m)^\| ((?:`[\w-]+`(?:, )?)+) \| (yes|no) \|', README.read_text()
+        )
+        if runs == 'yes'
+        for env in re.findall(r'`([\w-]+)`', envs)
+    }
+    assert in_tox == default, 'README: the "in `tox`" column of the tox env table'
+    listed = re.search(r'default environments \(([^)]*)\)', CONTRIBUTING.read_text())
+    assert listed is not None, 'CONTRIBUTING.md no longer lists the default environments'
+    assert set(re.findall(r'`([\w-]+)`', listed.group(1))) == default
 
 
 @pytest.mark.parametrize('doc', PROSE, ids=_rel)
