@@ -59,6 +59,16 @@ def test_the_coverage_floor_quoted_is_pyprojects_fail_under() -> None:
         assert set(quoted) == {floor.group(1)}, f'{_rel(doc)} says {quoted}'
 
 
+def test_the_dirs_pyright_checks_are_the_ones_the_docs_name() -> None:
+    include = re.search(r'(?m)^include\s*=\s*\[([^]]*)\]', (ROOT / 'pyproject.toml').read_text())
+    assert include is not None, 'pyproject.toml sets no [tool.pyright] include'
+    checked = {f'{d}/' for d in re.findall(r"[\"']([\w/]+)[\"']", include.group(1))}
+    for doc in (README, CONTRIBUTING):
+        said = re.search(r'pyright \(strict\) on ([^|\n]*)', doc.read_text())
+        assert said is not None, f'{_rel(doc)} no longer says what pyright checks'
+        assert set(re.findall(r'`([\w/]+/)`', said.group(1))) == checked, _rel(doc)
+
+
 def _integration_test_functions() -> list[str]:
     names: list[str] = []
     for module in sorted((ROOT / 'tests' / 'integration').glob('test_*.py')):
