@@ -20,7 +20,7 @@ the same steady state:
 * ``restart``: the same charm with the live path switched off
   (:func:`live_path_switched_off`): every live call answers ``refused``, and
   the charm takes its documented fallback, a restart of Valkey on each unit
-  whose file changed, in that unit's own hook: what it did before issue 10.
+  whose file changed, in that unit's own hook: what it did before the live path.
 
 Events: the leader's pod deleted (SIGTERM) or its node lost (SIGKILL, no
 ``stop`` hook), then Juju elects the next unit (the pod is recreated after

@@ -139,7 +139,7 @@ def test_deploy_three_units_one_primary_two_replicas(app: Application) -> None:
 def test_the_leaders_pod_dies_and_leader_elected_makes_the_new_primary(
     app: Application,
 ) -> None:
-    """Issue 9 (a): the lease runs out before the pod is back; unit 1 is elected."""
+    """The lease runs out before the pod is back; unit 1 is elected."""
     deploy(app)
     password, revisions = app.password(), app.password_revisions()
     hooks_before = len(app.hooks)
@@ -149,7 +149,7 @@ def test_the_leaders_pod_dies_and_leader_elected_makes_the_new_primary(
     app.elect(1)
     app.settle()
 
-    # Issue 10: the surviving servers changed role live; neither restarted.
+    # The surviving servers changed role live; neither restarted.
     assert {i: app.server(i).pid for i in (1, 2)} == survivors
 
     # Nobody left the relation; unit 1's leader-elected did the leader's work.
@@ -174,7 +174,7 @@ def test_the_leaders_pod_dies_and_leader_elected_makes_the_new_primary(
 def test_a_lease_moved_between_live_units_hands_over_without_losing_a_write(
     app: Application,
 ) -> None:
-    """Issue 10 §3: Juju moves the lease while the old leader's pod keeps running.
+    """Juju moves the lease while the old leader's pod keeps running.
 
     One client writes through the primary Service all along. Unit 1's
     ``leader-elected`` asks unit 0's server to hand over (writes paused, unit
@@ -265,7 +265,7 @@ def test_pod_comes_back_while_the_new_leader_takes_over(app: Application) -> Non
 def test_scaling_down_removes_the_leader_and_another_unit_takes_over(
     app: Application, elected: str
 ) -> None:
-    """Issue 9 (b): the highest-numbered unit leads and is removed.
+    """Scale-down: the highest-numbered unit leads and is removed.
 
     Its lease runs out after it has gone, or while the others still process
     its departure (then unit 0 already leads in its ``relation-departed``).
@@ -304,7 +304,7 @@ def test_rotate_password_reaches_every_unit_and_the_old_one_is_refused(
     results = app.run_action(0, 'rotate-password')
     app.settle()
 
-    # Issue 10: every server took the new password live, none restarted.
+    # Every server took the new password live, none restarted.
     assert {unit.name: unit.server.pid for unit in app.live_units()} == pids
 
     new = app.password()
@@ -379,7 +379,7 @@ def assert_primary_is_still_serving(app: Application) -> None:
     assert {views[unit_name(i)].replicating_from for i in (1, 2)} == {unit_name(0)}
 
 
-# ------------------------------------- issue 12: the lease runs out mid-hook
+# ------------------------------------------------- the lease runs out mid-hook
 
 
 def deploy_and_hand_over_to_1(app: Application, expiry: LeaseExpiry | None) -> None:
@@ -414,7 +414,7 @@ def test_every_slow_call_of_a_new_leaders_hook_is_covered(app: Application) -> N
 def test_a_lease_that_runs_out_mid_hook_leaves_nothing_outside_juju_drifting(
     app: Application, k: int, then: int
 ) -> None:
-    """Issue 12: unit 1's lease runs out during the k-th slow call of its leader-elected.
+    """Unit 1's lease runs out during the k-th slow call of its leader-elected.
 
     ops' 30 s cache has expired by then, so the rest of the hook sees
     ``is_leader() == False``; Juju elects ``then``. Whatever unit 1 already
@@ -436,7 +436,7 @@ def test_a_lease_that_runs_out_mid_hook_leaves_nothing_outside_juju_drifting(
 def test_a_second_leadership_change_during_a_switchover_ends_with_one_primary(
     app: Application, then: int, *, noticed: bool
 ) -> None:
-    """Issue 10's faults: unit 1's lease runs out while the old primary hands over to it.
+    """Unit 1's lease runs out while the old primary hands over to it.
 
     Its server is the primary by then, but unit 1 publishes nothing (it sees
     the lease gone, or Juju refuses its commit) and Juju elects ``then``. Its

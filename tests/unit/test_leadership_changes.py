@@ -4,12 +4,12 @@
 """What a leadership change does to a unit, whatever hook it runs next.
 
 * A status never claims a role the unit's config file does not give it, on any
-  event the charm can receive, observed or not (issue 9).
+  event the charm can receive, observed or not.
 * A lease that runs out in the middle of a hook leaves nothing outside Juju
-  drifting: the next leader re-applies the ``<app>-primary`` Service (issue 12).
-* Status evaluation makes no Pebble call: it reports what the hook found (issue 12).
+  drifting: the next leader re-applies the ``<app>-primary`` Service.
+* Status evaluation makes no Pebble call: it reports what the hook found.
 * A hook that Juju retries after the lease ran out does the follower's work and
-  nothing else (issue 11).
+  nothing else.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def test_statuses_make_no_pebble_call(
     """Status is derived from what the hooks found: no slow I/O while ops sets it.
 
     ops checks leadership again when it sets the app status; a slow call in
-    between could let the lease run out and make the hook fail (issue 12).
+    between could let the lease run out and make the hook fail.
     """
     state = ctx.run(ctx.on.leader_elected(), leader_state(fs))
     calls: list[str] = []
@@ -240,7 +240,7 @@ def test_statuses_make_no_pebble_call(
 def test_the_next_leader_repairs_a_service_its_predecessor_left_behind(
     tmp_path: Path, kubernetes: FakeKubernetes, lease: Lease
 ) -> None:
-    """Issue 12's sequence, as found by the simulation.
+    """A lease that runs out after the Service apply, as the simulation found it.
 
     Unit 0 leads and published. Unit 1 is elected, re-points the Service at its
     pod, then its lease runs out before it can publish. Unit 0 is elected again:

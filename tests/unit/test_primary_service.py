@@ -171,7 +171,7 @@ def test_once_applied_other_events_make_no_kubernetes_call(
 def test_every_leader_elected_reapplies_the_service_whatever_was_recorded(
     ctx: Ctx, fs: UnitFilesystem, kubernetes: FakeKubernetes
 ) -> None:
-    """Issue 12: a predecessor may have re-pointed the Service and lost its lease before
+    """A predecessor may have re-pointed the Service and lost its lease before
     it could say so; neither the databag nor this unit's memory can be trusted then."""
     state = ctx.run(ctx.on.leader_elected(), leader_state(fs))
     kubernetes.requests.clear()

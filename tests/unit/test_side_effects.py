@@ -96,7 +96,7 @@ def test_a_leader_elected_again_changes_nothing(
 
     The one thing it does again is the one thing outside Juju: it re-applies the
     <app>-primary Service (a lookup and an apply), because a predecessor that lost
-    its lease mid-hook may have left it selecting another pod (issue 12).
+    its lease mid-hook may have left it selecting another pod.
     """
     contexts, states = deploy(tmp_path)
     ctx, state = contexts[0], states[0]
