@@ -207,6 +207,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             primary_address=role.replicaof,
             users=users,
             announce_host=self._address,  # a primary lists this unit by it: for a handover
+            min_replicas_to_write=self._replicas_to_wait_for(),
         )
         container = self.unit.get_container(valkey_container.CONTAINER)
         templates = self.charm_dir / 'templates'
@@ -309,6 +310,17 @@ class ValkeyLeaderCharm(ops.CharmBase):
     def _leader_to_follow(self) -> LeaderRecord | ops.StatusBase:
         record = leadership.read_record(self.model.get_relation(PEER_ENDPOINT), self.app)
         return leadership.leader_to_follow(record, self.unit.name)
+
+    def _replicas_to_wait_for(self) -> int:
+        """``min-replicas-to-write``: 1 while the application has other units, else 0.
+
+        The same on every unit, so that a replica promoted live already has it.
+        A unit whose pod is deleted stays in the peer relation (Juju keeps the
+        unit): the primary waits for it. Only a scale-down to one unit
+        (``relation-departed``) makes it 0.
+        """
+        peers = self.model.get_relation(PEER_ENDPOINT)
+        return 1 if peers is not None and peers.units else 0
 
     def _published_record(self) -> LeaderRecord | None:
         record = leadership.read_record(self.model.get_relation(PEER_ENDPOINT), self.app)

@@ -28,7 +28,7 @@ from typing import Final, Literal
 
 from workload import client, handover
 from workload.client import Address, Resolve, same_host
-from workload.config import AclUser, ValkeySettings, maxmemory_bytes
+from workload.config import MIN_REPLICAS_MAX_LAG, AclUser, ValkeySettings, maxmemory_bytes
 from workload.handover import HandoverResult
 
 LIVE_OPTIONS: Final = (
@@ -40,6 +40,8 @@ LIVE_OPTIONS: Final = (
     'maxmemory',
     'maxmemory-policy',
     'replica-announce-ip',
+    'min-replicas-to-write',
+    'min-replicas-max-lag',
 )
 """The settings of the file that Valkey can change at run time, all applied live."""
 _SECRET_OPTIONS: Final = frozenset({'masterauth', 'requirepass'})
@@ -96,6 +98,8 @@ def desired_options(settings: ValkeySettings, resolve: Resolve) -> dict[str, str
         'maxmemory': str(maxmemory_bytes(settings.maxmemory or '0')),
         'maxmemory-policy': settings.maxmemory_policy,
         'replica-announce-ip': announce,
+        'min-replicas-to-write': str(settings.min_replicas_to_write),
+        'min-replicas-max-lag': str(MIN_REPLICAS_MAX_LAG),
     }
 
 

@@ -39,6 +39,13 @@ MAX_SLOW_CALLS_ANY = 14
 
 
 def write(app: Application, unit_id: int, items: dict[str, str]) -> None:
+    """Write on ``unit_id``'s server once every replica is in sync.
+
+    With replicas, a primary takes writes only while one of them is in sync
+    (``min-replicas-to-write``): right after a deployment or a failover, not
+    before the first one has synchronised.
+    """
+    wait_in_sync(app)
     with app.server(unit_id).client(app.password()) as client:
         for key, value in items.items():
             client.set(key, value)

@@ -77,6 +77,37 @@ def test_leader_renders_a_primary_config(ctx: Ctx, fs: UnitFilesystem) -> None:
     assert out.workload_version == '9.1.0'
 
 
+def test_with_other_units_the_primary_needs_a_replica_in_sync_to_take_writes(
+    ctx: Ctx, fs: UnitFilesystem
+) -> None:
+    deploy_leader(ctx, fs)
+
+    text = fs.read_config()
+    assert 'min-replicas-to-write 1\n' in text
+    assert 'min-replicas-max-lag 10\n' in text
+
+
+def test_a_single_unit_takes_writes_without_a_replica(ctx: Ctx, fs: UnitFilesystem) -> None:
+    alone = leader_state(fs, relations={make_peer_relation(0, units=[0])})
+    out = ctx.run(ctx.on.leader_elected(), alone)
+
+    assert 'min-replicas-to-write 0\n' in fs.read_config()
+    assert out.unit_status == ops.ActiveStatus('primary')
+
+
+def test_scaling_down_to_one_unit_lets_the_primary_write_alone(
+    ctx: Ctx, fs: UnitFilesystem
+) -> None:
+    out = deploy_leader(ctx, fs)
+    (relation,) = out.relations
+    alone = dataclasses.replace(relation, peers_data={})  # type: ignore[arg-type]
+    departed = rerun(out, relations={alone})
+
+    ctx.run(ctx.on.relation_departed(alone, remote_unit=1, departing_unit=1), departed)
+
+    assert 'min-replicas-to-write 0\n' in fs.read_config()
+
+
 def test_config_file_is_private_to_the_workload_user(ctx: Ctx, fs: UnitFilesystem) -> None:
     deploy_leader(ctx, fs)
     assert fs.config_file.stat().st_mode & 0o777 == 0o600
