@@ -69,7 +69,7 @@ def one_run(workdir: Path, way: str) -> tuple[float, float]:
 
 def main() -> int:
     """Print the table; 1 where pods cannot be made."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or '').splitlines()[0])
     parser.add_argument('--runs', type=int, default=5)
     args = parser.parse_args()
     reason = pods.unavailable()

@@ -54,7 +54,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, Final
 
@@ -391,7 +391,7 @@ class Cluster:
         run('ip', 'netns', 'add', namespace)
 
     @contextlib.contextmanager
-    def inside(self, pod: Pod | str) -> Iterator[None]:
+    def inside(self, pod: Pod | str) -> Generator[None]:
         """The calling thread is in the pod's network namespace until the block ends.
 
         Sockets made meanwhile stay in that namespace after the block.
@@ -402,7 +402,7 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def enter(namespace: str) -> Iterator[None]:
+def enter(namespace: str) -> Generator[None]:
     """The calling thread runs in the network namespace ``namespace`` during the block."""
     home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
     try:
@@ -465,7 +465,7 @@ class _PodConnection(redis.connection.Connection):
     """A connection whose socket is made inside a pod's network namespace."""
 
     def __init__(self, *, namespace: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # pyright: ignore[reportUnknownMemberType]
         self.namespace = namespace
 
     def _connect(self) -> socket.socket:
