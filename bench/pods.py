@@ -31,6 +31,7 @@ from pathlib import Path
 from tests.simulation import pods
 from tests.simulation.driver import Application, Hook
 from tests.workload.charm_unit import unit_dns_name
+from tests.workload.valkey_server import eventually
 from workload import client
 
 
@@ -47,6 +48,12 @@ def one_run(workdir: Path, way: str) -> tuple[float, float]:
     ):
         app.deploy()
         app.settle()
+        # Replicas in sync first: a new leader hands over only from a primary it is linked to.
+        eventually(
+            lambda: all(v.role == 'primary' or v.link == 'up' for v in app.observe()) or None,
+            timeout=30,
+            what='replicas in sync',
+        )
         password = app.password()
         if way == 'deleted':
             app.delete_pod(0)
