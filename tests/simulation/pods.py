@@ -28,8 +28,8 @@ Test code only. What Kubernetes gives a pod, and how it is made here (as root):
   so the calling thread enters the pod's network namespace for the hook
   (:meth:`Cluster.inside`, ``setns(2)``: it changes only the calling thread)
   and the process sees the cluster's hosts file as ``/etc/hosts`` in a
-  private mount namespace of its own (``unshare(2)``, once per process;
-  the machine's ``/etc/hosts`` is never touched).
+  mount namespace of its own (``unshare(2)`` when a cluster opens, a slave of
+  the machine's; the machine's ``/etc/hosts`` is never touched).
 
 Faults: :meth:`Cluster.delete_pod` (the namespace and every process in it
 go, the name stops resolving), :meth:`Cluster.add_pod` again (a new address,
