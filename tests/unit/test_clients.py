@@ -36,13 +36,13 @@ from .conftest import (
     Lease,
     SideEffects,
     UnitFilesystem,
-    hand_over,
     leader_state,
     make_container,
     make_context,
     make_filesystem,
     make_peer_relation,
     peer_app_data,
+    state_for_unit,
 )
 from .test_secrecy import everything_visible
 
@@ -105,10 +105,10 @@ def serve_two_clients(ctx: Ctx, fs: UnitFilesystem) -> testing.State:
 def as_unit(
     previous: testing.State, unit_id: int, fs: UnitFilesystem, *, leader: bool
 ) -> testing.State:
-    """``hand_over``, with the client relations as this app's other unit sees them."""
-    state = hand_over(previous, to_unit=unit_id, leader=leader, container=make_container(fs))
+    """``state_for_unit``, with the client relations as this app's other unit sees them."""
+    state = state_for_unit(previous, unit=unit_id, leader=leader, container=make_container(fs))
     others = [r for r in previous.relations if r.endpoint == CLIENT]
-    # Same model (hand_over leaves it to Scenario's default, a new random name).
+    # Same model (state_for_unit leaves it to Scenario's default, a new random name).
     return dataclass_replace(state, relations={*state.relations, *others}, model=previous.model)
 
 

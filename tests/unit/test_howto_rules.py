@@ -22,7 +22,6 @@ from .conftest import (
     PEERS,
     Lease,
     UnitFilesystem,
-    hand_over,
     leader_state,
     make_container,
     make_context,
@@ -30,6 +29,7 @@ from .conftest import (
     make_peer_relation,
     password_secret,
     peer_app_data,
+    state_for_unit,
     unit_name,
 )
 
@@ -74,7 +74,7 @@ def test_peers_react_to_relation_changed_by_following_the_leader(tmp_path: Path)
     )
     follower_ctx = make_context(tmp_path, unit_id=1)
     fs = make_filesystem(tmp_path, unit_id=1)
-    follower_in = hand_over(leader_out, to_unit=1, leader=False, container=make_container(fs))
+    follower_in = state_for_unit(leader_out, unit=1, leader=False, container=make_container(fs))
     relation = follower_in.get_relations(PEERS)[0]
 
     out = follower_ctx.run(follower_ctx.on.relation_changed(relation, remote_unit=0), follower_in)
@@ -97,7 +97,7 @@ def test_status_leader(leader: bool, tmp_path: Path) -> None:
             leader_ctx.on.leader_elected(),
             leader_state(make_filesystem(tmp_path / 'leader', unit_id=1), unit_id=1),
         )
-        state = hand_over(leader_out, to_unit=0, leader=False, container=make_container(fs))
+        state = state_for_unit(leader_out, unit=0, leader=False, container=make_container(fs))
     ctx = make_context(tmp_path)
 
     out = ctx.run(ctx.on.config_changed(), state)
@@ -160,7 +160,7 @@ def test_a_new_leader_keeps_the_password(tmp_path: Path) -> None:
     # Juju elects unit 1: it receives leader-elected with everything unit 0 wrote.
     second_ctx = make_context(tmp_path, unit_id=1)
     fs = make_filesystem(tmp_path, unit_id=1)
-    second_in = hand_over(first, to_unit=1, leader=True, container=make_container(fs))
+    second_in = state_for_unit(first, unit=1, leader=True, container=make_container(fs))
     second = second_ctx.run(second_ctx.on.leader_elected(), second_in)
 
     assert second.secrets == first.secrets, 'no new secret, no new revision'
@@ -185,7 +185,7 @@ def test_non_leaders_read_the_secret_by_the_published_id(tmp_path: Path) -> None
         tracked_content=secret.tracked_content, id=secret.id, owner='app', label=None
     )
     fs = make_filesystem(tmp_path, unit_id=1)
-    follower_in = hand_over(leader_out, to_unit=1, leader=False, container=make_container(fs))
+    follower_in = state_for_unit(leader_out, unit=1, leader=False, container=make_container(fs))
     follower_in = testing.State(
         leader=False,
         relations=follower_in.relations,
@@ -206,7 +206,7 @@ def test_a_new_leader_acts_on_relation_departed_before_leader_elected(tmp_path: 
     first = first_ctx.run(first_ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path)))
     fs = make_filesystem(tmp_path, 1)
     second_ctx = make_context(tmp_path, 1)
-    second_in = hand_over(first, to_unit=1, leader=True, container=make_container(fs))
+    second_in = state_for_unit(first, unit=1, leader=True, container=make_container(fs))
     relation = second_in.get_relations(PEERS)[0]
 
     out = second_ctx.run(
