@@ -885,14 +885,20 @@ def test_repairing_the_secret_also_checks_leadership_first(
     assert out.unit_status == ops.WaitingStatus('waiting for the leader to publish its address')
 
 
-def test_a_follower_never_removes_secret_revisions(tmp_path: Path) -> None:
+def test_a_follower_never_removes_secret_revisions(
+    tmp_path: Path, side_effects: SideEffects, caplog: pytest.LogCaptureFixture
+) -> None:
     leader = deploy_leader(make_context(tmp_path, 0), make_filesystem(tmp_path, 0))
     ctx = make_context(tmp_path, 1)
     state = state_for_unit(
         leader, unit=1, leader=False, container=make_container(make_filesystem(tmp_path, 1))
     )
+    side_effects.calls.clear()
     ctx.run(ctx.on.secret_remove(password_secret(leader), revision=1), state)
     assert ctx.removed_secret_revisions == []
+    # Not even tried: Juju would refuse it (the app owns the secret), and the log would warn.
+    assert 'remove_revision' not in side_effects.calls
+    assert 'Could not remove' not in caplog.text
 
 
 def test_stored_options_from_an_older_revision_do_not_break_hooks(
