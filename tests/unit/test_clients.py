@@ -521,6 +521,8 @@ def test_every_client_write_comes_right_after_a_leadership_check(
 
         monkeypatch.setattr(owner, name, wrapper)
 
+    # Each hook starts afresh: a check left over from the previous hook guards nothing.
+    spy(ValkeyLeaderCharm, '_reconcile')
     spy(ResourceProviderEventHandler, 'set_responses')
     spy(ResourceProviderEventHandler, 'raise_status')
     spy(ResourceProviderEventHandler, 'clear_statuses')
@@ -534,7 +536,7 @@ def test_every_client_write_comes_right_after_a_leadership_check(
     state = ctx.run(ctx.on.relation_changed(refused, remote_unit=0), state)
     ctx.run(ctx.on.relation_broken(state.get_relation(10)), state)  # a secret removed
 
-    writes = [i for i, step in enumerate(trail) if step != 'check']
+    writes = [i for i, step in enumerate(trail) if step not in ('check', '_reconcile')]
     assert {trail[i] for i in writes} == {
         'set_responses',
         'raise_status',
