@@ -148,7 +148,9 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
                 'src/charm.py',
                 'framework.observe(self.on.leader_elected, self._on_leader_elected)',
                 'framework.observe(self.on.leader_elected, self._on_leader_elected)\n'
-                '        framework.observe(self.on.leader_settings_changed, self._on_other_event)',
+                '        framework.observe(\n'
+                '            self.on.leader_settings_changed, self._on_input_changed\n'
+                '        )',
             ),
         ),
         (f'{HOWTO_TESTS}::test_leader_elected_is_observed_and_leader_settings_changed_is_not',),
@@ -157,7 +159,7 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
         'no-publish',
         TELL,
         'the leader record not saved',
-        (_edit('src/charm.py', 'relation.save(record, self.app)', 'pass'),),
+        (_edit('src/charm.py', 'peers.save(record, self.app)', 'pass'),),
         (f'{HOWTO_TESTS}::test_the_leader_tells_peers_through_the_peer_app_databag',),
     ),
     Mutation(
@@ -192,7 +194,7 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
             ),
         ),
         (
-            f'{HOWTO_TESTS}::test_only_the_leader_creates_the_app_secret',
+            f'{HOWTO_TESTS}::test_status_leader[False]',
             f'{COPYABLE}::test_leader_is_primary_and_the_others_replicate_from_it[False]',
         ),
     ),
@@ -203,8 +205,8 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
         (
             _edit(
                 'src/charm.py',
-                'if not ours or not self.unit.is_leader():',
-                'if not ours:',
+                'if not self.unit.is_leader() or not self._owns(event.secret.label):',
+                'if not self._owns(event.secret.label):',
             ),
         ),
         (f'{CHARM_TESTS}::test_a_follower_never_removes_secret_revisions',),
@@ -218,12 +220,12 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
                 'src/charm.py',
                 'self._ensure_still_leader()\n'
                 '            rotated = password_secret.rotate(\n'
-                '                self.model, self._previous_record(), '
+                '                self.model, self._published_record(), '
                 'before_write=self._ensure_still_leader\n'
                 '            )',
                 """\
                 rotated = password_secret.rotate(
-                                self.model, self._previous_record(), before_write=lambda: None
+                                self.model, self._published_record(), before_write=lambda: None
                             )""",
             ),
         ),
@@ -254,7 +256,8 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
                 'ops.RelationChangedEvent',
             ),
             ('upgrade-charm', '_on_upgrade_charm', '_', 'ops.UpgradeCharmEvent'),
-            ('config-changed', '_on_other_event', '_', 'ops.EventBase'),
+            ('config-changed', '_on_config_changed', '_', 'ops.ConfigChangedEvent'),
+            ('valkey-pebble-ready', '_on_input_changed', '_', 'ops.EventBase'),
             ('secret-remove', '_on_secret_remove', 'event', 'ops.SecretRemoveEvent'),
         )
     ),
@@ -297,8 +300,8 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
                 'src/charm.py',
                 """\
                 self._ensure_still_leader()
-                        problem = self._configure_workload(None,""",
-                'problem = self._configure_workload(None,',
+                        problem = self._configure_workload(Role.PRIMARY,""",
+                'problem = self._configure_workload(Role.PRIMARY,',
             ),
         ),
         (f'{HOWTO_TESTS}::test_leadership_is_checked_again_right_before_each_write',),
@@ -327,8 +330,8 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
                 'src/charm.py',
                 """\
                 self._ensure_still_leader()
-                            relation.save(record, self.app)""",
-                'relation.save(record, self.app)',
+                            peers.save(record, self.app)""",
+                'peers.save(record, self.app)',
             ),
         ),
         (f'{HOWTO_TESTS}::test_leadership_is_checked_again_right_before_each_write',),
@@ -344,6 +347,51 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
                 before_write()
                         provider.set_responses(""",
                 'provider.set_responses(',
+            ),
+        ),
+        (f'{CLIENT_TESTS}::test_every_client_write_comes_right_after_a_leadership_check',),
+    ),
+    Mutation(
+        'no-recheck-client-request-copy',
+        RECHECK,
+        "no check before storing a client's request",
+        (
+            _edit(
+                'src/clients.py',
+                """\
+                before_write()
+                            provider.compute_diff(""",
+                'provider.compute_diff(',
+            ),
+        ),
+        (f'{CLIENT_TESTS}::test_every_client_write_comes_right_after_a_leadership_check',),
+    ),
+    Mutation(
+        'no-recheck-client-refusal',
+        RECHECK,
+        'no check before telling a client what is refused',
+        (
+            _edit(
+                'src/clients.py',
+                """\
+                before_write()
+                    provider.clear_statuses(""",
+                'provider.clear_statuses(',
+            ),
+        ),
+        (f'{CLIENT_TESTS}::test_every_client_write_comes_right_after_a_leadership_check',),
+    ),
+    Mutation(
+        'no-recheck-client-secret-removal',
+        RECHECK,
+        "no check before removing a gone client's secret",
+        (
+            _edit(
+                'src/clients.py',
+                """\
+                before_write()
+                        with contextlib.suppress(ops.SecretNotFoundError):""",
+                'with contextlib.suppress(ops.SecretNotFoundError):',
             ),
         ),
         (f'{CLIENT_TESTS}::test_every_client_write_comes_right_after_a_leadership_check',),
@@ -398,9 +446,9 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
         (
             _edit(
                 'src/charm.py',
-                'relation.save(record, self.app)',
-                'relation.save(record, self.app)\n'
-                "            relation.data[self.app]['password'] = app_password.password",
+                'peers.save(record, self.app)',
+                'peers.save(record, self.app)\n'
+                "            peers.data[self.app]['password'] = app_password.password",
             ),
         ),
         ('unit/test_secrecy.py::test_the_password_appears_only_in_the_config_file',),
