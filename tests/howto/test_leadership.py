@@ -73,6 +73,7 @@ def test_leader_is_primary_and_the_others_replicate_from_it(
     peers = testing.PeerRelation(
         'valkey-peers', local_app_data=published, peers_data={1: {}, 2: {}}
     )
+    # A new container: the charm writes the file and starts Valkey through Pebble.
     valkey = testing.Container(
         'valkey',
         can_connect=True,
