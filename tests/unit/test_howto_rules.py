@@ -16,6 +16,7 @@ import pytest
 from ops import testing
 
 from charm import ValkeyLeaderCharm
+from workload import container as valkey_container
 
 from ..fake_kubernetes import FakeKubernetes
 from .conftest import (
@@ -201,6 +202,7 @@ def every_event(
     secret: testing.Secret,
     users_secret: testing.Secret,
     container: testing.Container,
+    check: testing.CheckInfo,
     storage: testing.Storage,
 ) -> dict[str, Any]:
     """Every event Juju can send this charm (metadata.yaml), whether the charm observes it."""
@@ -214,6 +216,8 @@ def every_event(
         'upgrade-charm': ctx.on.upgrade_charm(),
         'leader-elected': ctx.on.leader_elected(),
         'valkey-pebble-ready': ctx.on.pebble_ready(container),
+        'valkey-pebble-check-failed': ctx.on.pebble_check_failed(container, check),
+        'valkey-pebble-check-recovered': ctx.on.pebble_check_recovered(container, check),
         'data-storage-attached': ctx.on.storage_attached(storage),
         'data-storage-detaching': ctx.on.storage_detaching(storage),
         'secret-changed': ctx.on.secret_changed(users_secret),
@@ -245,7 +249,14 @@ def test_nothing_is_deferred(tmp_path: Path) -> None:
         charm_root=make_context(tmp_path).charm_root,
         capture_deferred_events=True,
     )
-    no_pebble = make_container(make_filesystem(tmp_path), can_connect=False)
+    # As the charm's Pebble layer left it, with Pebble gone since.
+    check = testing.CheckInfo('valkey-ready', level=ops.pebble.CheckLevel.READY)
+    no_pebble = make_container(
+        make_filesystem(tmp_path),
+        can_connect=False,
+        layers={'valkey': valkey_container.pebble_layer()},
+        check_infos={check},
+    )
     # The app secret after a rotation, once revision 1 is tracked by nobody.
     setup = make_context(tmp_path / 'setup')
     deployed = setup.run(setup.on.leader_elected(), leader_state(make_filesystem(tmp_path)))
@@ -255,8 +266,8 @@ def test_nothing_is_deferred(tmp_path: Path) -> None:
     client = testing.Relation('valkey-client', remote_app_name='client')
     peers = make_peer_relation()
     storage = testing.Storage('data')
-    events = every_event(ctx, peers, client, secret, users_secret, no_pebble, storage)
-    assert len(events) == 25
+    events = every_event(ctx, peers, client, secret, users_secret, no_pebble, check, storage)
+    assert len(events) == 27
     for leader in (True, False):
         for with_peers in (True, False):
             relations = {peers, client} if with_peers else {client}
