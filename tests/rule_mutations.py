@@ -38,17 +38,18 @@ README: Final = REPO_ROOT / 'README.md'
 START: Final = '<!-- rules:start -->'
 END: Final = '<!-- rules:end -->'
 
-# What a copy of the charm needs for its unit tests: the code, the templates,
-# the metadata Scenario reads, the tests and their configuration.
-_COPIED: Final = (
-    'src',
-    'templates',
-    'tests',
-    'charmcraft.yaml',
-    'metadata.yaml',
-    'config.yaml',
-    'actions.yaml',
-    'pyproject.toml',
+# Left out of the copy: history, environments and build output.
+_NOT_COPIED: Final = (
+    '.git',
+    '.tox',
+    'build',
+    '*.charm',
+    '__pycache__',
+    '*.pyc',
+    '.pytest_cache',
+    '.coverage*',
+    'venv',
+    '.venv',
 )
 
 
@@ -481,13 +482,8 @@ class Outcome:
 
 
 def copy_charm(into: Path) -> None:
-    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', '.pytest_cache')
-    for name in _COPIED:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, into / name, ignore=ignore)
-        else:
-            shutil.copy2(source, into / name)
+    """The repository as a fresh clone has it: tests read the docs and tox.ini too."""
+    shutil.copytree(REPO_ROOT, into, ignore=shutil.ignore_patterns(*_NOT_COPIED))
 
 
 def run_tests(root: Path, tests: Iterable[str], ignore: str | None = None) -> Outcome:
