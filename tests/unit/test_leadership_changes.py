@@ -37,12 +37,12 @@ from .conftest import (
     Lease,
     SideEffects,
     UnitFilesystem,
-    hand_over,
     leader_state,
     make_container,
     make_context,
     make_filesystem,
     peer_app_data,
+    state_for_unit,
     unit_name,
 )
 
@@ -127,7 +127,7 @@ def unit_1_follows_unit_0(tmp_path: Path) -> tuple[testing.State, testing.State,
     )
     fs = make_filesystem(tmp_path, 1)
     follower_ctx = make_context(tmp_path, 1)
-    follower_in = hand_over(leader, to_unit=1, leader=False, container=make_container(fs))
+    follower_in = state_for_unit(leader, unit=1, leader=False, container=make_container(fs))
     follower = follower_ctx.run(
         follower_ctx.on.relation_changed(peers(follower_in), remote_unit=0), follower_in
     )
@@ -151,7 +151,7 @@ def unit_1_took_over(
     )
     assert role_in_file(make_filesystem(tmp_path, 0)) == 'primary'
     demoted = dataclasses.replace(
-        hand_over(new_leader, to_unit=0, leader=False, container=leader.get_container('valkey')),
+        state_for_unit(new_leader, unit=0, leader=False, container=leader.get_container('valkey')),
         stored_states=leader.stored_states,
     )
     return new_leader, demoted
@@ -253,7 +253,7 @@ def test_the_next_leader_repairs_a_service_its_predecessor_left_behind(
     fs1 = make_filesystem(tmp_path, 1)
     second = ctx1.run(
         ctx1.on.leader_elected(),
-        hand_over(first, to_unit=1, leader=True, container=make_container(fs1)),
+        state_for_unit(first, unit=1, leader=True, container=make_container(fs1)),
     )
     assert peer_app_data(second) == peer_app_data(first), 'unit 1 published nothing'
     assert kubernetes.selected_pod() == f'{APP}-1'
