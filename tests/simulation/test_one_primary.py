@@ -16,8 +16,9 @@ import shutil
 from typing import Any
 
 import pytest
+import redis.exceptions
 
-import live
+from workload import handover
 
 from ..workload import valkey_server
 from ..workload.charm_unit import unit_name
@@ -138,8 +139,8 @@ def writable_servers_with(app: Application, password: str) -> list[str]:
             try:
                 with valkey_server.Client(unit.server.port, attempt) as client:
                     role = client.command('ROLE')
-            except Exception:  # noqa: BLE001 - the other password, then
-                continue
+            except redis.exceptions.AuthenticationError:
+                continue  # the other password, then
             if isinstance(role, list) and role and role[0] == 'master':
                 found.append(unit.name)
             break
@@ -152,14 +153,15 @@ def test_a_target_that_cannot_catch_up_in_time_leaves_the_old_primary_in_charge(
     """Unit 1 is tens of milliseconds behind as the handover starts, and the pause is shorter."""
     deploy(app)
     real = driver._HAND_OVER  # pyright: ignore[reportPrivateUsage]
-    outcomes: list[live.HandoverResult] = []
+    outcomes: list[handover.HandoverResult] = []
 
-    def lagging_hand_over(**kwargs: Any) -> live.HandoverResult:
+    def lagging_hand_over(**kwargs: Any) -> handover.HandoverResult:
         # Acknowledged by unit 0's server; unit 1's receives it over tens of milliseconds.
         with app.server(0).client(app.password()) as client:
             for key, value in LAG.items():
                 client.set(key, value)
-        result = real(**{**kwargs, 'timeout_ms': 5})
+        kwargs['timeout_ms'] = 5
+        result = real(**kwargs)
         outcomes.append(result)
         return result
 
@@ -178,4 +180,3 @@ def test_a_target_that_cannot_catch_up_in_time_leaves_the_old_primary_in_charge(
 
 
 LAG = {'lag:big': 'x' * 32 * 1024 * 1024}
-

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+import typing
 from collections.abc import Callable
 
 import valkey
@@ -47,7 +48,7 @@ class Watch:
             threading.Thread(target=self._probe, daemon=True),
         ]
         self.two_primaries: list[tuple[str, ...]] = []
-        """Every pair of consecutive rounds in which the same two or more servers were primaries."""
+        """The servers seen as primaries in two consecutive rounds, whenever two or more were."""
         self.zero_primaries_seconds = 0.0
         """The longest stretch of rounds in which no server was a primary."""
         self.rounds = 0
@@ -79,11 +80,11 @@ class Watch:
                 try:
                     client = clients.get(port) or connect(port, self.password, timeout=0.5)
                     clients[port] = client
-                    role = client.execute_command('ROLE')  # pyright: ignore[reportUnknownMemberType]
+                    role = typing.cast('object', client.execute_command('ROLE'))  # pyright: ignore[reportUnknownMemberType]
                 except valkey.exceptions.ValkeyError:
                     clients.pop(port, None)
                     continue
-                if isinstance(role, list) and role and role[0] == 'master':
+                if isinstance(role, list) and typing.cast('list[object]', role)[:1] == ['master']:
                     primaries.add(unit.name)
             now = time.monotonic()
             both = previous & primaries
@@ -119,8 +120,8 @@ class Watch:
         """The acknowledged writes the server on ``port`` does not hold."""
         keys = [f'watched:{index}' for index in self.writer.acknowledged]
         with valkey_server.Client(port, self.password) as client:
-            values = client.command('MGET', *keys) if keys else []
-        assert isinstance(values, list)
+            reply: object = client.command('MGET', *keys) if keys else None
+        values = typing.cast('list[object]', reply or [])
         return [i for i, v in zip(self.writer.acknowledged, values, strict=True) if v is None]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from election import Decision, ServerState, at_least_as_far, choose
+from workload.election import Decision, ServerState, at_least_as_far, choose
 
 A, B, C = 'valkey-leader-k8s/0', 'valkey-leader-k8s/1', 'valkey-leader-k8s/2'
 
@@ -95,12 +95,16 @@ def test_the_leader_whose_own_primary_is_hidden_from_it_keeps_it():
 
 
 def test_without_a_primary_the_leader_is_promoted_when_it_has_every_write():
-    servers = world(silent(A), replica(B, A, 1000, link_up=False), replica(C, A, 900, link_up=False))
+    servers = world(
+        silent(A), replica(B, A, 1000, link_up=False), replica(C, A, 900, link_up=False)
+    )
     assert choose(B, servers, A) == Decision('promote', B)
 
 
 def test_without_a_primary_a_leader_behind_another_replica_is_not_promoted():
-    servers = world(silent(A), replica(B, A, 900, link_up=False), replica(C, A, 1000, link_up=False))
+    servers = world(
+        silent(A), replica(B, A, 900, link_up=False), replica(C, A, 1000, link_up=False)
+    )
     decision = choose(B, servers, A)
     assert (decision.action, decision.primary) == ('promote', C)
     assert decision.reason == f"the leader's server is behind {C}"
@@ -136,7 +140,9 @@ def test_a_loop_prefers_the_published_primary_over_an_equal_replica():
 
 
 def test_among_equal_strangers_the_furthest_along_is_promoted():
-    servers = world(silent(A), replica(B, A, 700, link_up=False), replica(C, A, 700, link_up=False))
+    servers = world(
+        silent(A), replica(B, A, 700, link_up=False), replica(C, A, 700, link_up=False)
+    )
     assert choose(A, servers, A).primary == C
 
 

@@ -4,8 +4,8 @@
 """The leader's choice of primary, carried out: read every server, decide, act.
 
 No Juju here. The charm's leader calls :func:`settle` on every hook with every
-unit's stable DNS name; it reads the servers (:func:`survey.survey`), decides
-(:func:`election.choose`, pure), then does what the decision says: asks the
+unit's stable DNS name; it reads the servers (:func:`workload.survey.survey`), decides
+(:func:`workload.election.choose`, pure), then does what the decision says: asks the
 live primary to hand over to the leader's server, promotes the server with
 every write when no primary is alive, or makes a second primary a replica of
 the one kept. Before it changes another unit's server it calls
@@ -21,10 +21,8 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-import election
-import live
-import survey
-from live import Address, Resolve
+from workload import client, election, handover, survey
+from workload.client import Address, Resolve
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +31,8 @@ logger = logging.getLogger(__name__)
 class Chosen:
     """The server that accepts writes after this hook, as the leader publishes it."""
 
-    unit: str | None
-    """Its unit (``None``: no server can safely accept writes now)."""
+    unit: str
+    """Its unit."""
     reason: str = ''
     """Why it is not the leader's server; empty when it is."""
     changed: tuple[str, ...] = ()
@@ -67,44 +65,47 @@ def settle(
         units, this_unit=leader, passwords=passwords, resolve=resolve, local=local
     )
     decision = election.choose(leader, servers, published)
+    primary = decision.primary
+    if primary is None:
+        # Nobody answers (a fresh deployment, before any server started; or every
+        # pod restarting): keep what was published; the leader's own at first.
+        return Chosen(published or leader, decision.reason)
     changed: list[str] = []
     for other in decision.demote:
-        assert decision.primary is not None  # a demotion always names the primary kept
         before_change()
-        host, port = resolve(units[decision.primary])
+        host, port = resolve(units[primary])
         why = survey.set_role(
             _reach(other, leader, units, resolve, local),
             (host, str(port)),
             passwords=passwords,
-            timeout=live.PEER_CONNECT_TIMEOUT,
+            timeout=client.PEER_CONNECT_TIMEOUT,
         )
-        changed.append(f'{other} made a replica of {decision.primary}' + (f': {why}' if why else ''))
+        changed.append(f'{other} made a replica of {primary}' + (f': {why}' if why else ''))
     if decision.action == 'hand-over':
-        assert decision.primary is not None
         before_change()
-        handover = live.hand_over(
-            old_primary=resolve(units[decision.primary]),
+        handed_over = handover.hand_over(
+            old_primary=resolve(units[primary]),
             target=resolve(units[leader]),
             passwords=passwords,
             local=local,
         )
-        if handover.status in ('switched', 'already-primary'):
-            return Chosen(leader, '', (*changed, f'{decision.primary} handed over'))
-        reason = f'{decision.primary} did not hand over ({handover.status}: {handover.reason})'
-        return Chosen(decision.primary, reason, tuple(changed))
-    if decision.action == 'promote' and decision.primary != leader:
-        assert decision.primary is not None
+        if handed_over.status in ('switched', 'already-primary'):
+            return Chosen(leader, '', (*changed, f'{primary} handed over'))
+        reason = f'{primary} did not hand over ({handed_over.status}: {handed_over.reason})'
+        return Chosen(primary, reason, tuple(changed))
+    if decision.action == 'promote' and primary != leader:
         before_change()
         why = survey.set_role(
-            _reach(decision.primary, leader, units, resolve, local),
+            _reach(primary, leader, units, resolve, local),
             ('NO', 'ONE'),
             passwords=passwords,
-            timeout=live.PEER_CONNECT_TIMEOUT,
+            timeout=client.PEER_CONNECT_TIMEOUT,
         )
         if why:
-            return Chosen(None, f'could not promote {decision.primary}: {why}', tuple(changed))
-        changed.append(f'promoted {decision.primary}')
-    return Chosen(decision.primary, decision.reason, tuple(changed))
+            reason = f'could not promote {primary}: {why}'
+            return Chosen(published or leader, reason, tuple(changed))
+        changed.append(f'promoted {primary}')
+    return Chosen(primary, decision.reason, tuple(changed))
 
 
 def _reach(

@@ -8,7 +8,7 @@ server, and one pipelined round trip on it (``INFO replication`` and ``INFO
 persistence``), all servers at once. A server under a saturating writer answers
 slowly; asking each one question per round trip, one server after the other,
 would multiply that. What each answered becomes an :class:`election.ServerState`
-for :func:`election.choose`; the leader then changes roles with :func:`set_role`.
+for :func:`workload.election.choose`; the leader then changes roles with :func:`set_role`.
 
 The fields read are Valkey's (https://valkey.io/commands/info/): ``role``,
 ``master_host``/``master_port``, ``master_link_status``,
@@ -21,9 +21,9 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Mapping, Sequence
 
-import live
-from election import ServerState
-from live import Address, Resolve
+from workload import client
+from workload.client import Address, Resolve
+from workload.election import ServerState
 
 
 def survey(
@@ -33,7 +33,7 @@ def survey(
     passwords: Sequence[str],
     resolve: Resolve,
     local: Address,
-    timeout: float = live.PEER_CONNECT_TIMEOUT,
+    timeout: float = client.PEER_CONNECT_TIMEOUT,
 ) -> dict[str, ServerState]:
     """Every unit's server as it answers now, by unit name.
 
@@ -66,14 +66,15 @@ def _read(
     import valkey.exceptions  # noqa: PLC0415 - lazy: most hooks never survey
 
     try:
-        with live.authenticated(address, passwords, timeout) as client:
-            if isinstance(client, live.LiveResult):
-                why = 'refused the password' if client.status == 'auth-refused' else client.reason
+        with client.authenticated(address, passwords, timeout) as connected:
+            if isinstance(connected, client.NoConnection):
+                auth = connected.status == 'auth-refused'
+                why = 'refused the password' if auth else connected.reason
                 return ServerState(unit=unit, answered=False, why_not=why)
-            pipe = client.pipeline(transaction=False)
+            pipe = connected.pipeline(transaction=False)
             pipe.execute_command('INFO', 'replication')
             pipe.execute_command('INFO', 'persistence')
-            replication, persistence = (live.info(reply) for reply in pipe.execute())
+            replication, persistence = (client.info(reply) for reply in pipe.execute())
     except valkey.exceptions.ValkeyError as e:
         return ServerState(unit=unit, answered=False, why_not=f'{type(e).__name__}')
     return state_of(unit, replication, persistence, by_address)
@@ -89,7 +90,7 @@ def state_of(
     primary = replication.get('role') == 'master'
     follows = None
     if not primary and 'master_host' in replication:
-        follows = by_address.get(live.primary_of(replication))
+        follows = by_address.get(client.primary_of(replication))
     return ServerState(
         unit=unit,
         answered=True,
@@ -114,10 +115,10 @@ def set_role(
     import valkey.exceptions  # noqa: PLC0415
 
     try:
-        with live.authenticated(address, passwords, timeout) as client:
-            if isinstance(client, live.LiveResult):
-                return client.reason
-            client.execute_command('REPLICAOF', *role)
+        with client.authenticated(address, passwords, timeout) as connected:
+            if isinstance(connected, client.NoConnection):
+                return connected.reason
+            connected.execute_command('REPLICAOF', *role)
     except valkey.exceptions.ValkeyError as e:
         return f'REPLICAOF refused ({type(e).__name__})'
     return None

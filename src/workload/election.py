@@ -127,9 +127,7 @@ def _from_live_primary(leader: str, primary: ServerState, mine: ServerState) -> 
     return Decision('hand-over', primary.unit)
 
 
-def _one_of_two(
-    leader: str, primaries: list[ServerState], published: str | None
-) -> Decision:
+def _one_of_two(leader: str, primaries: list[ServerState], published: str | None) -> Decision:
     """Two or more servers accept writes: keep the one clients were sent to, demote the others.
 
     Writes that reached a demoted server only are lost when it resynchronises:
@@ -147,9 +145,7 @@ def _one_of_two(
     return Decision('keep', keeper, reason, demote=others)
 
 
-def _without_primary(
-    leader: str, answered: list[ServerState], published: str | None
-) -> Decision:
+def _without_primary(leader: str, answered: list[ServerState], published: str | None) -> Decision:
     """No primary is alive: promote a server that holds at least what every other one holds."""
     if not answered:
         return Decision('wait', None, 'no server answers')
@@ -157,7 +153,9 @@ def _without_primary(
     best = [s for s in ready if all(at_least_as_far(s, other) for other in answered)]
     if not best:
         return Decision(
-            'wait', None, 'no primary is alive, and no server is provably as far along as the others'
+            'wait',
+            None,
+            'no primary is alive, and no server is provably as far along as the others',
         )
     names = [s.unit for s in best]
     if leader in names:
