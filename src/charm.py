@@ -253,7 +253,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         users = self._serve_clients(peers)
         # Choosing the primary changes the workload of other units: check right before.
         self._ensure_still_leader()
-        role = self._choose_primary(peers, app_password.password, previous)
+        role, roles_changed = self._choose_primary(peers, app_password.password, previous)
         # With peers, every leader hook compares its server with its file, not only
         # leader-elected: another unit's hook may have changed the server's role.
         check_server = recheck or (peers is not None and bool(peers.units))
@@ -261,7 +261,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
             role, app_password.password, users, check_server, may_promote=role == Role.PRIMARY
         )
         selects = role.primary_unit or self.unit.name
-        if recheck or self._stored.service_selects != selects:
+        # A role this hook had to change was changed by someone else first (a leader
+        # that lost its lease): that one may have re-pointed the Service too.
+        if recheck or roles_changed or self._stored.service_selects != selects:
             problem = most_severe(self._point_primary_service_at(selects), problem)
         record = LeaderRecord(
             unit=self.unit.name,
@@ -284,10 +286,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     def _choose_primary(
         self, peers: ops.Relation | None, password: str, previous: LeaderRecord | None
-    ) -> Role:
-        """What this unit's server must be after this hook: the primary, or a replica of it."""
+    ) -> tuple[Role, bool]:
+        """This unit's server's role after this hook, and whether any server's role changed."""
         if peers is None or not peers.units:
-            return Role.PRIMARY  # alone: no other server's data to wait for
+            return Role.PRIMARY, False  # alone: no other server's data to wait for
         # Imported here: only the leader of several units reads the servers.
         from workload import client, primary_choice  # noqa: PLC0415
 
@@ -306,9 +308,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
         for change in chosen.changed:
             logger.info('Primary: %s', change)
         if chosen.unit == self.unit.name:
-            return Role.PRIMARY
+            return Role.PRIMARY, bool(chosen.changed)
         why = (chosen.reason or 'its server is not ready')[:200]
-        return Role('replica', chosen.unit, units[chosen.unit], acting_because=why)
+        acting = Role('replica', chosen.unit, units[chosen.unit], acting_because=why)
+        return acting, bool(chosen.changed)
 
     def _ensure_still_leader(self) -> None:
         """Confirm leadership right before a leader-only write.

@@ -158,6 +158,10 @@ def _without_primary(leader: str, answered: list[ServerState], published: str | 
             'no primary is alive, and no server is provably as far along as the others',
         )
     names = [s.unit for s in best]
+    if all(s.offset == 0 for s in best) and leader not in names:
+        # Nothing written anywhere yet (a fresh deployment, before the leader's server
+        # started): nobody has data to protect, and the leader's server takes the role.
+        return Decision('wait', None, "no server holds data yet; waiting for the leader's")
     if leader in names:
         chosen = leader
     elif published in names:

@@ -87,7 +87,9 @@ def mismatches(app: Application, *, since: int = 0) -> list[str]:
         f'#{hook.number} {hook.unit} {hook.event}: status {hook.status.message!r}, '
         f'file makes it {hook.file_role!r}'
         for hook in app.hooks[since:]
-        if isinstance(hook.status, ops.ActiveStatus) and hook.status.message != hook.file_role
+        # An acting primary, or its replica, says why after its role: `replica of X (...)`.
+        if isinstance(hook.status, ops.ActiveStatus)
+        and hook.status.message.split(' (')[0] != hook.file_role
     ]
 
 

@@ -141,8 +141,11 @@ def writable_servers(app: Application) -> list[str]:
 def assert_one_primary_selected(app: Application, watch: Watch) -> str:
     """Once hooks settled: exactly one server accepts writes, the one ``<app>-primary`` selects;
     it holds every acknowledged write; no two servers ever accepted writes at once."""
-    (primary,) = writable_servers(app)
-    assert app.primary_service_selects() == primary.replace('/', '-')
+    writable = writable_servers(app)
+    assert len(writable) == 1, f'servers accepting writes: {writable}'
+    (primary,) = writable
+    selects = app.primary_service_selects()
+    assert selects == primary.replace('/', '-'), f'<app>-primary selects {selects}, not {primary}'
     port = app.server(int(primary.rsplit('/', 1)[-1])).port
     assert watch.two_primaries == [], f'two servers accepted writes: {watch.two_primaries[:3]}'
     assert watch.rounds > 10, 'the probe ran'

@@ -186,3 +186,12 @@ def test_a_promoted_server_holds_its_previous_history_up_to_the_switch():
 
 def test_anything_is_as_far_along_as_an_empty_server():
     assert at_least_as_far(replica(A, None, 1, history='x'), replica(B, None, 0, history='y'))
+
+
+def test_on_a_fresh_deployment_no_empty_replica_is_promoted_over_the_leader():
+    # The replicas started before the leader's server: nothing is written anywhere yet.
+    servers = world(silent(A), replica(B, A, 0, link_up=False), replica(C, A, 0, link_up=False))
+    decision = choose(A, servers, A)
+    assert (decision.action, decision.primary) == ('wait', None)
+    empty_leader = world(replica(A, None, 0, link_up=False), replica(B, A, 0, link_up=False))
+    assert choose(A, empty_leader, A) == Decision('promote', A)
