@@ -295,12 +295,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
         names = [self.unit.name, *(unit.name for unit in peers.units)]
         units = {n: leadership.unit_address(n, self.app.name, self.model.name) for n in names}
-        container = self.unit.get_container(valkey_container.CONTAINER)
+        # Only the app password: the others take a new one after this unit (from
+        # its record), so a server that refuses it is read as not answering.
         chosen = primary_choice.settle(
             leader=self.unit.name,
             units=units,
             published=previous.primary if previous is not None else None,
-            passwords=[password, *valkey_container.file_password(container)],
+            passwords=[password],
             resolve=client.same_host,
             local=client.LOCAL,
             before_change=self._ensure_still_leader,

@@ -140,22 +140,6 @@ def apply_to_running_server(
     return result
 
 
-def file_password(container: ops.Container) -> list[str]:
-    """The password in the unit's current file, if Pebble answers and there is one.
-
-    The leader reads every server before it renders its own file: a server
-    that has not applied a new password yet still accepts this one.
-    """
-    if not container.can_connect():
-        return []
-    try:
-        text = _pull(container)
-    except pebble.Error:
-        return []
-    password = requirepass_from_config(text) if text else None
-    return [password] if password else []
-
-
 def pebble_layer() -> pebble.Layer:
     """The Pebble layer that runs Valkey from the rendered file.
 

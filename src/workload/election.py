@@ -106,25 +106,45 @@ def choose(
             reason = ''
         return Decision('keep', alive, reason)
     if primaries:
-        return _from_live_primary(leader, primaries[0], servers.get(leader, _GONE))
+        return _from_live_primary(leader, primaries[0], servers)
     return _without_primary(leader, answered, published)
 
 
 _GONE = ServerState(unit='', answered=False, why_not='not a unit of this application')
 
 
-def _from_live_primary(leader: str, primary: ServerState, mine: ServerState) -> Decision:
+def _from_live_primary(
+    leader: str, primary: ServerState, servers: Mapping[str, ServerState]
+) -> Decision:
     """One primary is alive: it stays, unless it can hand over to the leader's server now."""
     if primary.unit == leader:
         return Decision('keep', leader)
+    mine = servers.get(leader, _GONE)
     if not mine.answered:
         why = mine.why_not or 'no answer'
         return Decision('keep', primary.unit, f"the leader's server does not answer ({why})")
-    if mine.follows != primary.unit:
-        return Decision('keep', primary.unit, f'the leader is not replicating {primary.unit} yet')
-    if mine.syncing or not mine.link_up:
+    if mine.syncing:
         return Decision('keep', primary.unit, f'the leader is still syncing from {primary.unit}')
+    if not _streams_from(mine, primary.unit, servers):
+        return Decision('keep', primary.unit, f'the leader is not replicating {primary.unit} yet')
     return Decision('hand-over', primary.unit)
+
+
+def _streams_from(server: ServerState, primary: str, servers: Mapping[str, ServerState]) -> bool:
+    """Whether ``server`` gets ``primary``'s writes, directly or through replicas, links up.
+
+    A replica of a replica has the same history: a handover can wait for its offset.
+    """
+    seen = {server.unit}
+    while server.link_up and not server.syncing and server.follows is not None:
+        if server.follows == primary:
+            return True
+        upstream = servers.get(server.follows)
+        if upstream is None or upstream.unit in seen:
+            return False
+        seen.add(upstream.unit)
+        server = upstream
+    return False
 
 
 def _one_of_two(leader: str, primaries: list[ServerState], published: str | None) -> Decision:

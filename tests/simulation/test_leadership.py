@@ -102,6 +102,10 @@ def assert_quiescent(app: Application) -> None:
     """
     leader = app.leader()
     assert leader is not None, 'Juju has a leader'
+    # A new leader whose server was still in its first sync left the primary with
+    # the data in charge: it takes over on a later hook (update-status) once in sync.
+    wait_in_sync(app)
+    app.settle()
     assert app.errors == []
     assert app.primary_service_selects() == leader.name.replace('/', '-'), (
         f'<app>-primary must select the leader {leader.name} pod'

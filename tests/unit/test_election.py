@@ -195,3 +195,13 @@ def test_on_a_fresh_deployment_no_empty_replica_is_promoted_over_the_leader():
     assert (decision.action, decision.primary) == ('wait', None)
     empty_leader = world(replica(A, None, 0, link_up=False), replica(B, A, 0, link_up=False))
     assert choose(A, empty_leader, A) == Decision('promote', A)
+
+
+def test_a_new_leader_behind_a_replica_of_the_primary_can_be_handed_over_to():
+    # Its server follows unit 2's, which follows the primary: the same history, every link up.
+    servers = world(primary(A), replica(B, C), replica(C, A))
+    assert choose(B, servers, A) == Decision('hand-over', A)
+    broken = world(primary(A), replica(B, C), replica(C, A, link_up=False))
+    assert choose(B, broken, A).action == 'keep'
+    looped = world(primary(A), replica(B, C), replica(C, B))
+    assert choose(B, looped, A).action == 'keep'
