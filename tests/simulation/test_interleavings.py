@@ -27,8 +27,8 @@ from .driver import Application, LeaseExpiry, Pending
 from .test_leadership import deploy
 from .watch import Watch, assert_one_primary_selected, settle_until, writable_servers
 
-SEEDS = (1, 2, 3)
-STEPS = 12
+SEEDS = (1, 2, 3, 4, 5, 6)
+STEPS = 16
 
 
 def primary_now(app: Application) -> bool:
