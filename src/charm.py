@@ -11,8 +11,12 @@ A reference for the ops how-to "Manage leadership changes"
 * The leader tells the other units who leads by writing the peer relation's
   application databag; they react to ``valkey-peers-relation-changed``.
 * Only the leader writes the application secret, the peer databag and the
-  Service, and takes the primary role; it checks ``is_leader()`` again right
+  Service, and chooses the primary; it checks ``is_leader()`` again right
   before each: Juju guarantees leadership for only 30 s after the last check.
+* Leadership is not data: the leader takes the primary role only from a live
+  primary that handed over to it, or, with none alive, when its server has
+  every write. Until then the server with the writes acts for it, and the
+  leader publishes that.
 * Nothing leader-only is deferred: a deferred event re-runs later, when this
   unit may no longer lead. Every event runs one idempotent reconcile instead,
   and the next event retries whatever could not be done.
