@@ -358,7 +358,7 @@ def test_the_lease_running_out_before_the_promotion_leaves_the_servers_alone(
     assert out.unit_status == ops.ActiveStatus(f'replica of {unit_name(0)}')
 
 
-def test_every_leader_hook_rechecks_the_running_server_even_when_the_file_is_unchanged(
+def test_leader_elected_rechecks_the_running_server_even_when_the_file_is_unchanged(
     tmp_path: Path,
     unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
     live_server: FakeLive,
