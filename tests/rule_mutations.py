@@ -118,6 +118,11 @@ SECRET = (
     'Non-leaders read the app secret by the published id, with `refresh=True`; never create it'
 )
 NO_LEAK = 'The password stays in the secret: never in relation data'
+# This charm's own, beyond the how-to: leadership is not data (docs/one-primary.md).
+NEVER_WORSE = (
+    'The leader chooses the primary, never a worse server: a live primary hands over first; '
+    'with none alive, only a server with every write is promoted; nobody follows a replica'
+)
 
 SUITE: Final = ('unit', 'howto')
 SELF_TESTS: Final = 'unit/test_rule_mutations.py'
@@ -125,6 +130,9 @@ HOWTO_TESTS: Final = 'unit/test_howto_rules.py'
 COPYABLE: Final = 'howto/test_leadership.py'
 CHARM_TESTS: Final = 'unit/test_charm.py'
 CLIENT_TESTS: Final = 'unit/test_clients.py'
+CHOICE_TESTS: Final = 'unit/test_primary_choice.py'
+ELECTION_TESTS: Final = 'unit/test_election.py'
+LIVE_TESTS: Final = 'unit/test_live.py'
 
 MUTATIONS: Final[tuple[Mutation, ...]] = (
     Mutation(
@@ -308,17 +316,62 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
     Mutation(
         'no-recheck-primary-role',
         RECHECK,
-        'no check before taking the primary role',
+        'no check before choosing the primary',
         (
             _edit(
                 'src/charm.py',
                 """\
                 self._ensure_still_leader()
-                        problem = self._configure_workload(Role.PRIMARY,""",
-                'problem = self._configure_workload(Role.PRIMARY,',
+                        role, roles_changed = self._choose_primary(""",
+                'role, roles_changed = self._choose_primary(',
             ),
         ),
         (f'{HOWTO_TESTS}::test_leadership_is_checked_again_right_before_each_write',),
+    ),
+    Mutation(
+        'no-recheck-demote',
+        RECHECK,
+        'no check before demoting a second primary',
+        (
+            _edit(
+                'src/workload/primary_choice.py',
+                """\
+                for other in decision.demote:
+                        before_change()""",
+                'for other in decision.demote:',
+            ),
+        ),
+        (f'{CHOICE_TESTS}::test_nothing_is_changed_once_leadership_is_lost[demote]',),
+    ),
+    Mutation(
+        'no-recheck-hand-over',
+        RECHECK,
+        'no check before asking the primary to hand over',
+        (
+            _edit(
+                'src/workload/primary_choice.py',
+                """\
+                if decision.action == 'hand-over':
+                        before_change()""",
+                "if decision.action == 'hand-over':",
+            ),
+        ),
+        (f'{CHOICE_TESTS}::test_nothing_is_changed_once_leadership_is_lost[hand-over]',),
+    ),
+    Mutation(
+        'no-recheck-promote',
+        RECHECK,
+        "no check before promoting another unit's server",
+        (
+            _edit(
+                'src/workload/primary_choice.py',
+                """\
+                if decision.action == 'promote' and primary != leader:
+                        before_change()""",
+                "if decision.action == 'promote' and primary != leader:",
+            ),
+        ),
+        (f'{CHOICE_TESTS}::test_nothing_is_changed_once_leadership_is_lost[promote]',),
     ),
     Mutation(
         'no-recheck-service',
@@ -466,6 +519,63 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
             ),
         ),
         ('unit/test_secrecy.py::test_the_password_appears_only_in_the_config_file',),
+    ),
+    Mutation(
+        'leader-promoted-over-a-live-primary',
+        NEVER_WORSE,
+        "the leader's server is promoted whatever it holds",
+        (
+            _edit(
+                'src/workload/election.py',
+                'return _from_live_primary(leader, primaries[0], servers)',
+                "return Decision('promote', leader)",
+            ),
+        ),
+        (
+            f'{ELECTION_TESTS}::test_a_new_leader_still_in_its_first_sync_leaves_the_primary_in_charge',
+            f'{ELECTION_TESTS}::test_a_new_leader_in_sync_asks_the_live_primary_to_hand_over',
+        ),
+    ),
+    Mutation(
+        'behind-server-promoted',
+        NEVER_WORSE,
+        'with no primary alive, any ready server may be promoted',
+        (
+            _edit(
+                'src/workload/election.py',
+                'best = [s for s in ready if all(at_least_as_far(s, other) for other in answered)]',
+                'best = ready',
+            ),
+        ),
+        (
+            f'{ELECTION_TESTS}::test_without_a_primary_a_leader_behind_another_replica_is_not_promoted',
+        ),
+    ),
+    Mutation(
+        'refusing-primary-overruled',
+        NEVER_WORSE,
+        'a primary that refuses the leader but streams to a replica is overruled',
+        (_edit('src/workload/election.py', 'if hidden:', 'if False:'),),
+        (
+            f'{ELECTION_TESTS}::test_a_primary_that_refuses_the_leader_but_streams_to_it_is_not_overruled',
+        ),
+    ),
+    Mutation(
+        'replica-followed',
+        NEVER_WORSE,
+        'a server follows whatever the record names',
+        (
+            _edit(
+                'src/workload/live.py',
+                """\
+                if role != 'master':
+                        return f'{host} is not a primary ({role})'""",
+                """\
+                if False:
+                        return ''""",
+            ),
+        ),
+        (f'{LIVE_TESTS}::test_a_server_follows_only_a_server_that_says_it_is_a_primary',),
     ),
 )
 

@@ -24,6 +24,7 @@ from ops import testing
 
 import primary_service
 from charm import ValkeyLeaderCharm
+from workload import primary_choice
 
 # The charm finds its config template relative to its own directory
 # (self.charm_dir / 'templates'), so the test gives it one with the templates in.
@@ -54,6 +55,15 @@ def test_leader_is_primary_and_the_others_replicate_from_it(
         repointed.append(unit_name)
 
     monkeypatch.setattr(primary_service, 'repoint', repoint)
+
+    # The leader chooses the primary from what every Valkey server says, and a
+    # unit test runs no server. The choice is replaced too: here every server
+    # agrees that the new leader's own may take over (its logic has tests of its
+    # own, on pure data and on real servers).
+    def settle(*, leader: str, **_: object) -> primary_choice.Chosen:
+        return primary_choice.Chosen(leader)
+
+    monkeypatch.setattr(primary_choice, 'settle', settle)
 
     shutil.copytree(TEMPLATES, tmp_path / 'templates')
     ctx = testing.Context(ValkeyLeaderCharm, charm_root=tmp_path, unit_id=0)

@@ -24,7 +24,7 @@ from ops import testing
 
 from charm import ValkeyLeaderCharm
 from workload import config as valkey_config
-from workload import live
+from workload import live, primary_choice
 
 from .. import fake_kubernetes
 
@@ -308,6 +308,30 @@ def live_server(monkeypatch: pytest.MonkeyPatch) -> FakeLive:
     fake = FakeLive()
     monkeypatch.setattr(live, 'apply_live', fake.apply_live)
     monkeypatch.setattr(live, 'apply_users', fake.apply_users)
+    return fake
+
+
+@dataclasses.dataclass
+class FakeChoice:
+    """``primary_choice.settle`` as unit tests see it: no server is read.
+
+    By default the leader's own server is chosen; a test sets ``chosen`` to
+    model another outcome (an acting primary, and why).
+    """
+
+    chosen: primary_choice.Chosen | None = None
+    calls: list[dict[str, object]] = dataclasses.field(default_factory=list[dict[str, object]])
+
+    def settle(self, **kwargs: Any) -> primary_choice.Chosen:
+        self.calls.append(kwargs)
+        return self.chosen or primary_choice.Chosen(kwargs['leader'])
+
+
+@pytest.fixture(autouse=True)
+def choice(monkeypatch: pytest.MonkeyPatch) -> FakeChoice:
+    """Every unit test's leader chooses through this fake; tests/simulation reads real servers."""
+    fake = FakeChoice()
+    monkeypatch.setattr(primary_choice, 'settle', fake.settle)
     return fake
 
 

@@ -275,12 +275,27 @@ def test_a_change_the_server_cannot_take_live_restarts_it_once(
 def test_nothing_is_applied_live_when_the_file_did_not_change(
     ctx: Ctx, fs: UnitFilesystem, live_server: FakeLive
 ) -> None:
-    state = deploy_leader(ctx, fs)
+    """A leader alone: no other unit's hook can have changed its server."""
+    alone = leader_state(fs, relations={make_peer_relation(0, units=(0,))})
+    state = ctx.run(ctx.on.leader_elected(), alone)
     live_server.calls.clear()
 
     ctx.run(ctx.on.config_changed(), state)
 
     assert live_server.calls == []
+
+
+def test_a_leader_with_peers_checks_its_server_on_every_hook(
+    ctx: Ctx, fs: UnitFilesystem, live_server: FakeLive
+) -> None:
+    """Another unit's handover, or a lost lease, may have changed its role with no event here."""
+    state = deploy_leader(ctx, fs)
+    live_server.calls.clear()
+
+    ctx.run(ctx.on.update_status(), state)
+
+    ((settings, _),) = live_server.calls
+    assert settings.primary_address is None
 
 
 def test_a_stopped_service_is_started_without_rewriting_the_file(
