@@ -27,6 +27,7 @@ from .charm_unit import (
     follower_state,
     is_active,
     leader_state,
+    peer_relation,
 )
 from .conftest import StartServer
 from .valkey_server import ValkeyServer
@@ -156,9 +157,13 @@ def test_the_same_credentials_write_through_a_new_primary(
 ) -> None:
     old = serve_client(leader_unit)
     credentials = client_credentials(old)
-    # Unit 1 is elected: it reads what its predecessor published, the client's
-    # answer and secret included, and writes its file as the primary.
-    state = dataclasses.replace(with_client(follower_state(follower_unit, old), old), leader=True)
+    # Unit 0 is gone (scaled down) and unit 1 is elected: it reads what its
+    # predecessor published, the client's answer and secret included, and, alone,
+    # writes its file as the primary (no other server's data to wait for).
+    state = with_client(follower_state(follower_unit, old), old)
+    alone = peer_relation(1, old.get_relation(PEER_RELATION_ID).local_app_data, [1])
+    others = {r for r in state.relations if r.endpoint != 'valkey-peers'}
+    state = dataclasses.replace(state, leader=True, relations={*others, alone})
     new = follower_unit.ctx.run(follower_unit.ctx.on.leader_elected(), state)
     assert is_active(new), new.unit_status
     assert client_credentials(new) == credentials
