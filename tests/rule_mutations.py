@@ -543,7 +543,8 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
         (
             _edit(
                 'src/workload/election.py',
-                'best = [s for s in ready if all(at_least_as_far(s, other) for other in answered)]',
+                'best = [s for s in ready if all(at_least_as_far(s, other) '
+                'for other in answered)]',
                 'best = ready',
             ),
         ),
