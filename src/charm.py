@@ -17,6 +17,11 @@ A reference for the ops how-to "Manage leadership changes"
   primary that handed over to it, or, with none alive, when its server has
   every write. Until then the server with the writes acts for it, and the
   leader publishes that.
+* Leadership is not liveness: Juju's lease outlives the leader's server. When
+  that server is about to go (``stop``, the unit leaving) the leader hands the
+  primary role to a replica, live, and publishes it as acting for it; a
+  crashed server is never brought back as a primary by Pebble, only by the
+  leader's choice; the leader takes the role back once its server caught up.
 * Nothing leader-only is deferred: a deferred event re-runs later, when this
   unit may no longer lead. Every event runs one idempotent reconcile instead,
   and the next event retries whatever could not be done.
@@ -24,6 +29,7 @@ A reference for the ops how-to "Manage leadership changes"
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Final
 
@@ -59,8 +65,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
             service_selects='',  # the unit whose pod this unit last pointed <app>-primary at
             valkey_version='',  # what clients are told
             clients_problem=[],  # the first client relation the leader could not serve
+            leaving=False,  # this unit leaves the application: it never takes the role again
         )
         self._address = leadership.unit_address(self.unit.name, self.app.name, self.model.name)
+        self._server_started = False  # this hook started this unit's server
         framework.observe(self.on.leader_elected, self._on_leader_elected)
         framework.observe(self.on.config_changed, self._on_config_changed)
         # Not leader-settings-changed (deprecated): the others learn of a new leader,
@@ -69,11 +77,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
         framework.observe(self.on.rotate_password_action, self._on_rotate_password)
         framework.observe(self.on.upgrade_charm, self._on_upgrade_charm)
         framework.observe(self.on.secret_remove, self._on_secret_remove)
+        framework.observe(self.on.stop, self._on_stop)
+        framework.observe(self.on[PEER_ENDPOINT].relation_departed, self._on_peer_departed)
+        framework.observe(self.on['valkey'].pebble_check_failed, self._on_valkey_check_failed)
         # Every other event that can bring new inputs runs the same reconcile.
         for event in (
             self.on.install,
             self.on[PEER_ENDPOINT].relation_created,  # the leader can publish from now on
-            self.on[PEER_ENDPOINT].relation_departed,  # may reach a new leader before its election
             self.on.valkey_pebble_ready,
             self.on.secret_changed,  # a new revision of a secret this unit reads
             self.on[CLIENT_ENDPOINT].relation_changed,  # a client asked for its user
@@ -105,6 +115,29 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     def _on_input_changed(self, _: ops.EventBase) -> None:
         self._reconcile()
+
+    def _on_stop(self, _: ops.StopEvent) -> None:
+        # Kubernetes sent the pod SIGTERM (deleted, evicted, drained, `juju refresh`):
+        # this hook runs within its 30 s grace period, then the server goes. The
+        # lease (60 s, renewed every 30 s) usually outlives the pod, so nobody
+        # else would take over: the leader hands the role over itself, now.
+        self._step_down('its pod is stopping')
+
+    def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
+        if event.departing_unit == self.unit:
+            # Scale-down removes this unit (the highest-numbered): it leaves for good,
+            # and keeps its lease until it runs out. Hand over, then stay a replica.
+            self._stored.leaving = True
+            self._step_down('its unit is leaving')
+            return
+        # Another unit left: it may reach a new leader before its election.
+        self._reconcile()
+
+    def _on_valkey_check_failed(self, _: ops.PebbleCheckFailedEvent) -> None:
+        # Valkey stopped answering (it crashed, or was OOM-killed): Pebble leaves it
+        # down. The leader chooses another primary if it was the one; the server
+        # comes back as a replica, of the server that has the writes.
+        self._reconcile(recheck_outside_juju=True)
 
     def _on_rotate_password(self, event: ops.ActionEvent) -> None:
         try:
@@ -170,6 +203,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
         return problem
 
     def _converge(self, recheck: bool, app_password: AppPassword | None) -> ops.StatusBase | None:
+        if self._stored.leaving:
+            return None  # its server follows the acting primary until the pod goes
         if self.unit.is_leader():
             try:
                 return self._perform_leader_duties(recheck, app_password)
@@ -189,6 +224,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
         password = password_secret.read_published(self.model, leader.password_secret_id)
         # The published primary: the leader's server, or the one acting for it (maybe this one).
         role = Role.in_record(leader, self.unit.name)
+        if role == Role.PRIMARY and not self._server_running():
+            # This unit's server acted for the leader, and went down: it may have
+            # lost writes its replicas have. Only the leader may make it primary again.
+            role = Role('replica', leader.unit, leader.address, acting_because='restarted')
         # What the last hook could not finish (a primary not ready yet) is checked again.
         recheck = recheck or bool(self._stored.problem)
         return self._configure_workload(role, password, self._client_users(), recheck)
@@ -226,6 +265,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         )
         if isinstance(applied, ops.StatusBase):
             return applied
+        self._server_started = applied.started
         self._stored.file_role = str(role)
         if applied.version:
             self.unit.set_workload_version(applied.version)
@@ -265,6 +305,15 @@ class ValkeyLeaderCharm(ops.CharmBase):
         problem = self._configure_workload(
             role, app_password.password, users, check_server, may_promote=role == Role.PRIMARY
         )
+        if role != Role.PRIMARY and self._caught_up(app_password.password):
+            # This hook restarted the leader's server as a replica of the acting
+            # primary, and it caught up: take the role back now, not on the next event.
+            self._ensure_still_leader()
+            role, retaken = self._choose_primary(peers, app_password.password, previous)
+            roles_changed = roles_changed or retaken
+            problem = self._configure_workload(
+                role, app_password.password, users, True, may_promote=role == Role.PRIMARY
+            )
         selects = role.primary_unit or self.unit.name
         # A role this hook had to change was changed by someone else first (a leader
         # that lost its lease): that one may have re-pointed the Service too.
@@ -318,6 +367,71 @@ class ValkeyLeaderCharm(ops.CharmBase):
         why = (chosen.reason or 'its server is not ready')[:200]
         acting = Role('replica', chosen.unit, units[chosen.unit], acting_because=why)
         return acting, bool(chosen.changed)
+
+    def _step_down(self, why: str) -> None:
+        """Hand the primary role from this unit's server, about to go, to the best replica.
+
+        Leader only; every other unit's server is a replica, or acts for the
+        leader, which hands over from it on its own next event. Bounded: one
+        survey, one handover pause, one Kubernetes call: well inside the 30 s
+        Kubernetes grants a pod between SIGTERM and SIGKILL.
+        """
+        previous = self._published_record()
+        peers = self.model.get_relation(PEER_ENDPOINT)
+        if not self.unit.is_leader() or previous is None or peers is None or not peers.units:
+            return
+        if previous.primary != self.unit.name:
+            return  # another server acts already: nothing of this one's to hand over
+        from workload import client, primary_choice  # noqa: PLC0415
+
+        names = [self.unit.name, *(unit.name for unit in peers.units)]
+        units = {n: leadership.unit_address(n, self.app.name, self.model.name) for n in names}
+        try:
+            password = password_secret.read_published(self.model, previous.password_secret_id)
+            if isinstance(password, ops.StatusBase):
+                return
+            chosen = primary_choice.step_down(
+                leader=self.unit.name,
+                units=units,
+                passwords=[password],
+                resolve=client.same_host,
+                local=client.LOCAL,
+                before_change=self._ensure_still_leader,
+            )
+            if chosen.unit == self.unit.name:
+                logger.warning('The primary role stays here: %s', chosen.reason)
+                return
+            logger.info('Primary: %s (%s)', chosen.changed[0], why)
+            acting = Role('replica', chosen.unit, units[chosen.unit], f'{self.unit.name} {why}')
+            # Clients first: <app>-primary selects the new primary's pod.
+            self._point_primary_service_at(chosen.unit)
+            self._ensure_still_leader()  # the handover and the Kubernetes call took time
+            peers.save(
+                dataclasses.replace(
+                    previous,
+                    primary_unit=acting.primary_unit,
+                    primary_address=acting.primary_address,
+                    primary_reason=acting.acting_because,
+                ),
+                self.app,
+            )
+            self._configure_workload(acting, password, self._client_users(), recheck=True)
+        except LeadershipLostError:
+            # The lease ran out meanwhile: the new leader finds the primary by asking the servers.
+            logger.warning('Lost leadership while handing the primary role over')
+        except ops.ModelError as e:
+            logger.error('Handing the primary role over failed: %s', type(e).__name__)
+
+    def _caught_up(self, password: str) -> bool:
+        """Whether this hook started this unit's server, and it now streams from its primary."""
+        if not self._server_started:
+            return False
+        from workload import client, primary_choice  # noqa: PLC0415
+
+        return primary_choice.wait_for_sync(client.LOCAL, [password])
+
+    def _server_running(self) -> bool:
+        return valkey_container.is_running(self.unit.get_container(valkey_container.CONTAINER))
 
     def _ensure_still_leader(self) -> None:
         """Confirm leadership right before a leader-only write.

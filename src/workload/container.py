@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 CONTAINER: Final = 'valkey'
 SERVICE: Final = 'valkey'
+CHECK: Final = 'valkey-ready'
+CHECK_PERIOD: Final = '1s'
+"""How often Pebble checks that Valkey listens: a crashed server is noticed within it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,8 @@ class Applied:
     """The Valkey version, read when the Pebble plan was new; otherwise ``None``."""
     waiting: str = ''
     """Why the running server does not have the file's role yet (``LiveResult.waiting``)."""
+    started: bool = False
+    """The server was not running, and this hook started it from the file."""
 
 
 def configure(
@@ -92,11 +97,17 @@ def _apply(
         logger.info('Wrote the config file: %s', role)
     waiting = ''
     layer = pebble_layer()
-    new_plan = container.get_plan().services.get(SERVICE) != layer.services[SERVICE]
+    plan = container.get_plan()
+    new_plan = (
+        plan.services.get(SERVICE) != layer.services[SERVICE]
+        or plan.checks.get(CHECK) != layer.checks[CHECK]
+    )
     if new_plan:
         container.add_layer(CONTAINER, layer, combine=True)
-        container.replan()  # starts the service, or restarts it if its definition changed
-    elif not container.get_service(SERVICE).is_running():
+        container.replan()  # stops the service if its definition changed; starts nothing
+    started = not container.get_service(SERVICE).is_running()
+    if started:
+        # Only here, in a hook, after the leader chose the primary: see pebble_layer().
         container.start(SERVICE)  # it reads the file as it starts
     elif pushed or recheck:
         # The server runs an older file (or may have been changed live by a
@@ -108,7 +119,8 @@ def _apply(
         waiting = result.waiting
     # A new plan means a new container (a new image, so maybe a new Valkey)
     # or a new charm revision: the only times the version can change.
-    return Applied(version=_read_version(container) if new_plan else None, waiting=waiting)
+    version = _read_version(container) if new_plan else None
+    return Applied(version=version, waiting=waiting, started=started)
 
 
 def apply_to_running_server(
@@ -140,6 +152,14 @@ def apply_to_running_server(
     return result
 
 
+def is_running(container: ops.Container) -> bool:
+    """Whether Pebble runs Valkey now (``False`` too when Pebble does not answer)."""
+    try:
+        return container.can_connect() and container.get_service(SERVICE).is_running()
+    except (pebble.Error, ops.ModelError):
+        return False
+
+
 def pebble_layer() -> pebble.Layer:
     """The Pebble layer that runs Valkey from the rendered file.
 
@@ -147,6 +167,25 @@ def pebble_layer() -> pebble.Layer:
     environment, which anyone who can read the Pebble plan or /proc could see.
     No user-id: Pebble itself runs as the workload user, and runs its services
     as itself (a non-root Pebble cannot switch users).
+
+    Pebble never starts Valkey by itself; only the charm does, in a hook, once
+    the leader chose the primary. A primary that Pebble restarted after a crash
+    would reload its last RDB snapshot, and every replica would then resync
+    from it and drop every write made since that snapshot
+    (https://valkey.io/topics/replication/, "Safety of replication when master
+    has persistence turned off"). So:
+
+    * ``on-failure``/``on-success: ignore``: a server that exits stays down
+      (Pebble's default, ``restart``, would start it again after half a second,
+      https://documentation.ubuntu.com/pebble/reference/service-auto-restart/);
+    * ``startup: disabled``: Pebble does not start it when its container
+      restarts (``replan`` starts only enabled services); ``pebble-ready``
+      runs the charm, which starts it;
+    * the ``valkey-ready`` check runs every second and fails at once
+      (``threshold: 1``; Pebble's defaults are 10 s and 3,
+      https://documentation.ubuntu.com/pebble/reference/health-checks/): Juju
+      then runs ``valkey-pebble-check-failed`` (Juju 3.6 and later), in which the
+      charm brings the server back, as a replica unless the leader chose it.
     """
     layer: pebble.LayerDict = {
         'summary': 'Valkey',
@@ -156,13 +195,18 @@ def pebble_layer() -> pebble.Layer:
                 'override': 'replace',
                 'summary': 'Valkey server',
                 'command': f'valkey-server {CONFIG_PATH}',
-                'startup': 'enabled',
+                'startup': 'disabled',
+                'on-failure': 'ignore',
+                'on-success': 'ignore',
             }
         },
         'checks': {
-            'valkey-ready': {
+            CHECK: {
                 'override': 'replace',
                 'level': 'ready',
+                'period': CHECK_PERIOD,
+                'timeout': '500ms',
+                'threshold': 1,
                 'tcp': {'port': PORT},
             }
         },

@@ -215,3 +215,27 @@ def at_least_as_far(a: ServerState, b: ServerState) -> bool:
     if a.previous_history and a.previous_history == b.history:
         return b.offset <= a.previous_history_until - 1
     return False
+
+
+def successor(leader: str, servers: Mapping[str, ServerState]) -> str | None:
+    """The replica to hand the primary role to when the leader's server goes away.
+
+    A server that streams the leader's server's writes directly (link up, not
+    syncing): the live handover can wait for its offset. The most up to date
+    of those; among equals the lowest-numbered unit, the last one a refresh
+    restarts and a scale-down removes (both go from the highest number down).
+    ``None`` when no replica can take over: the leader's server keeps the role.
+    """
+    ready = [
+        s
+        for s in servers.values()
+        if s.unit != leader and s.answered and s.link_up and not s.syncing and s.follows == leader
+    ]
+    if not ready:
+        return None
+    return min(ready, key=lambda s: (-s.offset, _ordinal(s.unit), s.unit)).unit
+
+
+def _ordinal(unit: str) -> int:
+    number = unit.rpartition('/')[2]
+    return int(number) if number.isdigit() else 0

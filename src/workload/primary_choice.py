@@ -19,12 +19,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 from workload import client, election, handover, survey
 from workload.client import Address, Resolve
 
 logger = logging.getLogger(__name__)
+
+CATCH_UP_SECONDS: Final = 10.0
+"""How long a leader's hook waits for its restarted server to stream from the acting primary.
+
+A server restarted from its own RDB file continues with a partial resync (the
+file carries its replication id and offset: https://valkey.io/topics/replication/,
+"Partial sync after restarts and failovers"), which takes the time to load the
+file and little more. Past this bound the hook ends, and the leader's next event
+takes the role back: the acting primary takes the writes meanwhile. Well inside
+the 30 s for which Juju guarantees leadership once confirmed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,3 +124,71 @@ def _reach(
     unit: str, leader: str, units: Mapping[str, str], resolve: Resolve, local: Address
 ) -> Address:
     return local if unit == leader else resolve(units[unit])
+
+
+def step_down(
+    *,
+    leader: str,
+    units: Mapping[str, str],
+    passwords: Sequence[str],
+    resolve: Resolve,
+    local: Address,
+    before_change: Callable[[], None],
+) -> Chosen:
+    """Hand the primary role from the leader's server, about to go away, to the best replica.
+
+    The live handover (:func:`workload.handover.hand_over`), driven from the
+    old primary's side: its writes pause, the replica catches up, the old
+    primary becomes its replica, the replica is promoted. Bounded: one survey
+    (``client.PEER_CONNECT_TIMEOUT``) and one pause (``handover.HANDOVER_TIMEOUT_MS``).
+    Returns the unit whose server is primary afterwards: the leader's own when
+    no replica could take over (the role stays; nothing changed).
+    """
+    servers = survey.survey(
+        units, this_unit=leader, passwords=passwords, resolve=resolve, local=local
+    )
+    target = election.successor(leader, servers)
+    if target is None:
+        return Chosen(leader, 'no replica is in sync to take over')
+    before_change()
+    reached = resolve(units[target])
+    handed_over = handover.hand_over(
+        old_primary=local, target=reached, passwords=passwords, local=reached
+    )
+    if handed_over.status != 'switched':
+        why = f'{target} did not take over ({handed_over.status}: {handed_over.reason})'
+        return Chosen(leader, why)
+    return Chosen(target, '', (f'handed over to {target}',))
+
+
+def wait_for_sync(
+    local: Address, passwords: Sequence[str], *, seconds: float = CATCH_UP_SECONDS
+) -> bool:
+    """Wait until the server at ``local`` is a replica streaming from its primary.
+
+    ``True`` once its link is up and it neither syncs nor loads; ``False`` at
+    once when it is a primary or does not answer, or after ``seconds``.
+    """
+    import valkey.exceptions  # noqa: PLC0415
+
+    deadline = time.monotonic() + seconds
+    try:
+        with client.authenticated(local, passwords, client.TIMEOUT) as connected:
+            if isinstance(connected, client.NoConnection):
+                return False
+            while True:
+                pipe = connected.pipeline(transaction=False)
+                pipe.execute_command('INFO', 'replication')
+                pipe.execute_command('INFO', 'persistence')
+                replication, persistence = (client.info(reply) for reply in pipe.execute())
+                mine = survey.state_of('', replication, persistence, {})
+                if mine.primary:
+                    return False
+                if mine.link_up and not mine.syncing:
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+    except valkey.exceptions.ValkeyError:
+        # Loading its dataset, it answers LOADING: an error for valkey-py.
+        return False

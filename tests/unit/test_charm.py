@@ -119,7 +119,9 @@ def test_pebble_runs_valkey_from_the_file_only(ctx: Ctx, fs: UnitFilesystem) -> 
     plan = out.get_container('valkey').plan
     service = plan.services['valkey']
     assert service.command == 'valkey-server /run/valkey/valkey.conf'
-    assert service.startup == 'enabled'
+    # Only the charm starts it (see test_liveness.py): never Pebble, after a crash or its restart.
+    assert service.startup == 'disabled'
+    assert (service.on_failure, service.on_success) == ('ignore', 'ignore')
     assert service.environment == {}
     assert plan.checks['valkey-ready'].level == ops.pebble.CheckLevel.READY
     assert (

@@ -83,10 +83,10 @@ EVERY_EVENT: dict[str, Event] = {
     'leader-elected': lambda ctx, _: ctx.on.leader_elected(),
     'valkey-pebble-ready': lambda ctx, s: ctx.on.pebble_ready(s.get_container('valkey')),
     'valkey-pebble-check-failed': lambda ctx, s: ctx.on.pebble_check_failed(
-        s.get_container('valkey'), testing.CheckInfo('valkey-ready')
+        s.get_container('valkey'), testing.CheckInfo('valkey-ready', threshold=1)
     ),
     'valkey-pebble-check-recovered': lambda ctx, s: ctx.on.pebble_check_recovered(
-        s.get_container('valkey'), testing.CheckInfo('valkey-ready')
+        s.get_container('valkey'), testing.CheckInfo('valkey-ready', threshold=1)
     ),
     'valkey-peers-relation-created': lambda ctx, s: ctx.on.relation_created(peers(s)),
     'valkey-peers-relation-joined': lambda ctx, s: ctx.on.relation_joined(peers(s), remote_unit=2),
@@ -109,6 +109,7 @@ RECONCILING = {
     'update-status',
     'leader-elected',
     'valkey-pebble-ready',
+    'valkey-pebble-check-failed',
     'valkey-peers-relation-created',
     'valkey-peers-relation-changed',
     'valkey-peers-relation-departed',
