@@ -121,14 +121,14 @@ class ValkeyLeaderCharm(ops.CharmBase):
         # this hook runs within its 30 s grace period, then the server goes. The
         # lease (60 s, renewed every 30 s) usually outlives the pod, so nobody
         # else would take over: the leader hands the role over itself, now.
-        self._step_down('its pod is stopping')
+        self._step_down('pod is stopping')
 
     def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
         if event.departing_unit == self.unit:
             # Scale-down removes this unit (the highest-numbered): it leaves for good,
             # and keeps its lease until it runs out. Hand over, then stay a replica.
             self._stored.leaving = True
-            self._step_down('its unit is leaving')
+            self._step_down('unit is leaving')
             return
         # Another unit left: it may reach a new leader before its election.
         self._reconcile()
@@ -402,7 +402,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 logger.warning('The primary role stays here: %s', chosen.reason)
                 return
             logger.info('Primary: %s (%s)', chosen.changed[0], why)
-            acting = Role('replica', chosen.unit, units[chosen.unit], f'{self.unit.name} {why}')
+            acting = Role('replica', chosen.unit, units[chosen.unit], f"{self.unit.name}'s {why}")
             # Clients first: <app>-primary selects the new primary's pod.
             self._point_primary_service_at(chosen.unit)
             self._ensure_still_leader()  # the handover and the Kubernetes call took time

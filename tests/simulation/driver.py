@@ -564,6 +564,23 @@ class Application:
             self.pods.delete_pod(pod_name(unit_id))
             self._point_primary_service()
 
+    def crash(self, unit_id: int) -> None:
+        """The unit's Valkey dies (``SIGKILL``: a crash, the kernel's OOM killer); the pod lives.
+
+        Pebble leaves the service down (the charm's layer says ``on-failure:
+        ignore``) and its ``valkey-ready`` check fails within its period: Juju
+        runs ``valkey-pebble-check-failed`` on the unit (Juju 3.6 and later).
+        The server saved nothing on the way out: it comes back from its last RDB snapshot.
+        """
+        unit = self.units[unit_id]
+        unit.server.kill()
+        if unit.state is not None:
+            container = unit.state.get_container('valkey')
+            statuses = {**container.service_statuses, 'valkey': ops.pebble.ServiceStatus.ERROR}
+            container = dataclasses.replace(container, service_statuses=statuses)
+            unit.state = dataclasses.replace(unit.state, containers=frozenset({container}))
+        unit.queue.append(Pending('pebble-check-failed'))
+
     def recreate_pod(self, unit_id: int) -> None:
         """The StatefulSet recreates the unit's pod, under the same name.
 
@@ -1265,6 +1282,11 @@ class Application:
             return simple[kind]()
         if kind == 'pebble-ready':
             return on.pebble_ready(state.get_container('valkey'))
+        if kind == 'pebble-check-failed':
+            container = state.get_container('valkey')
+            (check,) = [c for c in container.check_infos if c.name == 'valkey-ready']
+            failed = dataclasses.replace(check, status=ops.pebble.CheckStatus.DOWN, failures=1)
+            return on.pebble_check_failed(container, failed)
         if kind == 'rotate-password':
             return on.action(kind)
         if kind == 'secret-remove':

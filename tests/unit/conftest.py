@@ -14,7 +14,7 @@ import dataclasses
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -321,10 +321,34 @@ class FakeChoice:
 
     chosen: primary_choice.Chosen | None = None
     calls: list[dict[str, object]] = dataclasses.field(default_factory=list[dict[str, object]])
+    successor: primary_choice.Chosen | None = None
+    """What ``step_down`` answers; by default no replica takes over."""
+    step_downs: list[dict[str, object]] = dataclasses.field(
+        default_factory=list[dict[str, object]]
+    )
+    in_sync: bool = False
+    """What ``wait_for_sync`` answers: the leader's restarted server caught up."""
+    sync_waits: int = 0
+    then: primary_choice.Chosen | None = None
+    """What ``settle`` answers from its second call in a hook on, if set."""
+    during_step_down: Callable[[], None] | None = None
+    """Runs inside ``step_down`` (the lease running out during the handover, say)."""
 
     def settle(self, **kwargs: Any) -> primary_choice.Chosen:
         self.calls.append(kwargs)
+        if self.then is not None and len(self.calls) > 1:
+            return self.then
         return self.chosen or primary_choice.Chosen(kwargs['leader'])
+
+    def step_down(self, **kwargs: Any) -> primary_choice.Chosen:
+        self.step_downs.append(kwargs)
+        if self.during_step_down is not None:
+            self.during_step_down()
+        return self.successor or primary_choice.Chosen(kwargs['leader'], 'no replica in sync')
+
+    def wait_for_sync(self, *_: object, **__: object) -> bool:
+        self.sync_waits += 1
+        return self.in_sync
 
 
 @pytest.fixture(autouse=True)
@@ -332,6 +356,8 @@ def choice(monkeypatch: pytest.MonkeyPatch) -> FakeChoice:
     """Every unit test's leader chooses through this fake; tests/simulation reads real servers."""
     fake = FakeChoice()
     monkeypatch.setattr(primary_choice, 'settle', fake.settle)
+    monkeypatch.setattr(primary_choice, 'step_down', fake.step_down)
+    monkeypatch.setattr(primary_choice, 'wait_for_sync', fake.wait_for_sync)
     return fake
 
 
