@@ -16,6 +16,7 @@ benchmark's to measure (``bench/liveness.py``), never asserted here.
 from __future__ import annotations
 
 import time
+import typing
 from typing import Any
 
 import pytest
@@ -35,7 +36,8 @@ def keys_on(app: Application, unit_id: int) -> set[str]:
     """The writer's keys one server holds now."""
     with valkey_server.Client(app.server(unit_id).port, app.password()) as client:
         found: object = client.command('KEYS', 'watched:*')
-    return {str(k) for k in found} if isinstance(found, list) else set()
+    keys = typing.cast('list[object]', found) if isinstance(found, list) else []
+    return {str(k) for k in keys}
 
 
 def test_a_crashed_primary_comes_back_as_a_replica_and_loses_nothing(app: Application) -> None:
