@@ -123,6 +123,11 @@ NEVER_WORSE = (
     'The leader chooses the primary, never a worse server: a live primary hands over first; '
     'with none alive, only a server with every write is promoted; nobody follows a replica'
 )
+# And leadership is not liveness (docs/liveness.md).
+LIVENESS = (
+    'The leader hands the role over before its server goes; a crashed primary never comes back '
+    "as primary on its own, only by the leader's choice"
+)
 
 SUITE: Final = ('unit', 'howto')
 SELF_TESTS: Final = 'unit/test_rule_mutations.py'
@@ -133,6 +138,7 @@ CLIENT_TESTS: Final = 'unit/test_clients.py'
 CHOICE_TESTS: Final = 'unit/test_primary_choice.py'
 ELECTION_TESTS: Final = 'unit/test_election.py'
 LIVE_TESTS: Final = 'unit/test_live.py'
+LIVENESS_TESTS: Final = 'unit/test_liveness.py'
 
 MUTATIONS: Final[tuple[Mutation, ...]] = (
     Mutation(
@@ -192,7 +198,8 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
         (
             _edit(
                 'src/charm.py',
-                'self.on[PEER_ENDPOINT].relation_departed,',
+                'framework.observe(self.on[PEER_ENDPOINT].relation_departed, '
+                'self._on_peer_departed)',
                 '',
             ),
         ),
@@ -559,6 +566,110 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
         (_edit('src/workload/election.py', 'if hidden:', 'if False:'),),
         (
             f'{ELECTION_TESTS}::test_a_primary_that_refuses_the_leader_but_streams_to_it_is_not_overruled',
+        ),
+    ),
+    Mutation(
+        'pebble-restarts-a-crash',
+        LIVENESS,
+        'Pebble restarts a crashed server from its file and last snapshot',
+        (
+            _edit(
+                'src/workload/container.py', "'on-failure': 'ignore',", "'on-failure': 'restart',"
+            ),
+        ),
+        (f'{CHARM_TESTS}::test_pebble_runs_valkey_from_the_file_only',),
+    ),
+    Mutation(
+        'pebble-starts-the-server',
+        LIVENESS,
+        'Pebble starts the server when its container restarts, before any hook',
+        (_edit('src/workload/container.py', "'startup': 'disabled',", "'startup': 'enabled',"),),
+        (f'{CHARM_TESTS}::test_pebble_runs_valkey_from_the_file_only',),
+    ),
+    Mutation(
+        'acting-primary-restarts-as-primary',
+        LIVENESS,
+        'a crashed acting primary comes back as the primary its record names',
+        (
+            _edit(
+                'src/charm.py',
+                'if role == Role.PRIMARY and not self._server_running():',
+                'if False:',
+            ),
+        ),
+        (
+            f'{LIVENESS_TESTS}::test_a_crashed_acting_primary_comes_back_as_a_replica_of_the_leader',
+        ),
+    ),
+    Mutation(
+        'stop-hands-nothing-over',
+        LIVENESS,
+        "the leader's `stop` hands nothing over",
+        (_edit('src/charm.py', "self._step_down('pod is stopping')", 'pass'),),
+        (f'{LIVENESS_TESTS}::test_the_leaders_stop_hands_the_role_over_and_publishes_it',),
+    ),
+    Mutation(
+        'leaving-leader-takes-the-role-again',
+        LIVENESS,
+        'a leader leaving by scale-down takes the role back on its next hook',
+        (
+            _edit(
+                'src/charm.py',
+                """\
+                if self._stored.leaving:
+                            return None""",
+                """\
+                if False:
+                            return None""",
+            ),
+        ),
+        (
+            f'{LIVENESS_TESTS}::'
+            'test_a_leader_leaving_by_scale_down_hands_over_and_never_takes_the_role_again',
+        ),
+    ),
+    Mutation(
+        'role-not-taken-back',
+        LIVENESS,
+        'the leader does not take the role back once its restarted server caught up',
+        (
+            _edit(
+                'src/charm.py',
+                'if role != Role.PRIMARY and self._caught_up(app_password.password):',
+                'if False:',
+            ),
+        ),
+        (
+            f'{LIVENESS_TESTS}::'
+            'test_the_leader_takes_the_role_back_once_its_restarted_server_caught_up',
+        ),
+    ),
+    Mutation(
+        'step-down-on-any-unit',
+        GUARD,
+        "any unit hands its server's role over in `stop`",
+        (
+            _edit(
+                'src/charm.py',
+                'if not self.unit.is_leader() or previous is None',
+                'if previous is None',
+            ),
+        ),
+        (f'{LIVENESS_TESTS}::test_an_acting_primarys_stop_hands_nothing_over',),
+    ),
+    Mutation(
+        'no-check-before-step-down-record',
+        RECHECK,
+        'no check before publishing the server that took over in `stop`',
+        (
+            _edit(
+                'src/charm.py',
+                'self._ensure_still_leader()  # the handover and the Kubernetes call took time',
+                'pass',
+            ),
+        ),
+        (
+            f'{LIVENESS_TESTS}::test_a_lease_that_runs_out_during_the_service_call_publishes_nothing',
         ),
     ),
     Mutation(

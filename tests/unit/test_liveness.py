@@ -103,13 +103,15 @@ def test_a_stop_with_no_replica_in_sync_changes_nothing(
     assert 'replicaof' not in fs.read_config()
 
 
-def test_a_replicas_stop_hands_nothing_over(tmp_path: Path, choice: FakeChoice) -> None:
-    root = tmp_path
-    leader = deploy_leader(make_context(root, 0), make_filesystem(root, 0))
+def test_an_acting_primarys_stop_hands_nothing_over(tmp_path: Path, choice: FakeChoice) -> None:
+    # Only the leader publishes; it hands over from an acting primary on its own next hook.
+    choice.chosen = primary_choice.Chosen(unit_name(1), 'the leader is behind')
+    leader = deploy_leader(make_context(tmp_path, 0), make_filesystem(tmp_path, 0))
+    assert record(leader)['primary-unit'] == unit_name(1)
     follower = state_for_unit(
-        leader, unit=1, leader=False, container=make_container(make_filesystem(root, 1))
+        leader, unit=1, leader=False, container=make_container(make_filesystem(tmp_path, 1))
     )
-    ctx = make_context(root, 1)
+    ctx = make_context(tmp_path, 1)
 
     ctx.run(ctx.on.stop(), follower)
 
@@ -133,6 +135,28 @@ def test_a_lease_that_runs_out_during_the_stop_handover_publishes_nothing(
     # The new leader finds the server that took over by asking the servers.
     assert peer_app_data(stopped) == before
     assert kubernetes.selected_pod() == 'valkey-leader-k8s-0'
+
+
+def test_a_lease_that_runs_out_during_the_service_call_publishes_nothing(
+    ctx: Ctx,
+    fs: UnitFilesystem,
+    choice: FakeChoice,
+    lease: Lease,
+    kubernetes: fake_kubernetes.FakeKubernetes,
+) -> None:
+    out = deploy_leader(ctx, fs)
+    before = peer_app_data(out)
+    choice.successor = HANDED_OVER
+
+    def slow(request: fake_kubernetes.Request) -> None:
+        if request.method == 'PATCH':
+            lease.run_out()
+
+    kubernetes.on_request = slow
+    stopped = ctx.run(ctx.on.stop(), out)
+
+    assert kubernetes.selected_pod() == 'valkey-leader-k8s-1'
+    assert peer_app_data(stopped) == before
 
 
 def test_a_leader_leaving_by_scale_down_hands_over_and_never_takes_the_role_again(
