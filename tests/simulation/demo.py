@@ -5,12 +5,14 @@
 
 Three units of the real charm (run by ops.testing) and three real
 ``valkey-server`` processes on 127.0.0.1, driven in Juju's event order by
-``driver.py``. Narrates six scenes: deploy; the leader's pod is deleted and
+``driver.py``. Narrates seven scenes: deploy; the leader's pod is deleted and
 Juju elects another unit, whose ``leader-elected`` does the leader's work; the
 StatefulSet recreates the pod, which comes back as a replica;
 ``rotate-password``; the lease moves between live units while a client
 writes (the old primary hands over: how long until the new one accepts
-writes, and no acknowledged write lost); a client application integrated,
+writes, and no acknowledged write lost); the leader's pod deleted and back
+within its lease (its ``stop`` hands over, it takes the role back: how long
+writes waited, how many were lost); a client application integrated,
 then the lease moves (its credentials and address do not change). With
 ``--lease-runs-out``, one more: a new leader's lease runs out mid-hook.
 Exits non-zero if the application does not converge or a check fails (one
@@ -328,6 +330,50 @@ class Demo:
         self.show_primary(new)
         return settled
 
+    def pod_restarts_within_its_lease(self) -> Settled:
+        """The leader's pod is deleted and comes back before its lease runs out."""
+        app = self.app
+        leader = app.leader()
+        old = leader.unit_id if leader is not None else 0
+        self.say(f'  kubectl delete pod valkey-leader-k8s-{old}, the common case: the pod is back')
+        self.say(
+            f'  within its lease (60 s), so unit/{old} stays the leader and nobody else would'
+        )
+        self.say("  take over. Its stop hook does: the leader's server hands the role, live, to")
+        self.say('  the replica in sync, which <app>-primary then selects, and the leader record')
+        self.say('  names as the acting primary. The new pod starts its server as a replica of')
+        self.say('  it, and once caught up, the leader takes the role back, live. A client')
+        self.say('  writes through the Service all along:')
+        with ServiceClient(app) as client:
+            app.delete_pod(old)
+            (stop,) = [h for h in app.hooks[-3:] if h.event == 'stop']
+            acting = app.primary_service_selects()
+            check(
+                stop.handover is not None and stop.handover.status == 'switched',
+                'stop handed over',
+            )
+            check(
+                acting != f'valkey-leader-k8s-{old}',
+                f'{PRIMARY_SERVICE} selects the acting primary',
+            )
+            app.recreate_pod(old)
+            settled = app.settle()
+            deadline = time.monotonic() + 30
+            while app.primary_service_selects() != f'valkey-leader-k8s-{old}':
+                check(time.monotonic() < deadline, f'unit/{old} took the role back')
+                time.sleep(0.2)
+                settled = app.settle()  # update-status: the leader tries again
+            self.narrator.settled(settled)
+        waited = client.writer.longest_gap * 1000
+        check(client.lost == 0, f'{client.lost} acknowledged writes were lost')
+        self.say(
+            f'  The client: {len(client.writer.acknowledged)} writes acknowledged, '
+            f'{client.lost} lost; writes waited {waited:.0f} ms at the longest'
+        )
+        self.say(f'  (while pod valkey-leader-k8s-{old} was away, {acting} took them).')
+        self.show_primary(old)
+        return settled
+
     def client_keeps_its_credentials(self) -> Settled:
         """A client integrated, then a leadership change it does not notice."""
         app = self.app
@@ -505,6 +551,10 @@ def run(
             ('3. the StatefulSet recreates pod 0', demo.pod_comes_back),
             ('4. juju run valkey-leader-k8s/1 rotate-password', demo.rotate_password),
             ("5. the lease moves to unit/0, unit/1's pod still up", demo.live_switchover),
+            (
+                "6. the leader's pod is deleted and is back within its lease",
+                demo.pod_restarts_within_its_lease,
+            ),
         ]
         if lease_scene:
             scenarios.append(
