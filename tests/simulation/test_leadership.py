@@ -152,27 +152,37 @@ def test_deploy_three_units_one_primary_two_replicas(app: Application) -> None:
 def test_the_leaders_pod_dies_and_leader_elected_makes_the_new_primary(
     app: Application,
 ) -> None:
-    """The lease runs out before the pod is back; unit 1 is elected."""
+    """The lease runs out before the pod is back; unit 1 is elected.
+
+    Unit 0's ``stop`` handed the role to unit 1's server already (the replica
+    in sync with the lowest number) and pointed ``<app>-primary`` at it; unit
+    1's ``leader-elected`` finds its own server primary and publishes itself.
+    """
     deploy(app)
     password, revisions = app.password(), app.password_revisions()
     hooks_before = len(app.hooks)
     survivors = {i: app.server(i).pid for i in (1, 2)}
 
     app.delete_pod(0)
+    (stop,) = [h for h in app.hooks[hooks_before:] if h.event == 'stop']
+    assert stop.handover is not None
+    assert stop.handover.status == 'switched'
+    assert stop.service_selects == 'valkey-leader-k8s-1'
     app.elect(1)
     app.settle()
 
     # The surviving servers changed role live; neither restarted.
     assert {i: app.server(i).pid for i in (1, 2)} == survivors
 
-    # Nobody left the relation; unit 1's leader-elected did the leader's work.
+    # Nobody left the relation; unit 1 did the leader's work (in the relation-changed
+    # the stop's record queued, which Juju may deliver before leader-elected).
     events = [(hook.unit, hook.event) for hook in app.hooks[hooks_before:] if not hook.check]
     assert not any('relation-departed' in event for _, event in events)
     (elected,) = [h for h in app.hooks[hooks_before:] if h.event == 'leader-elected']
     assert elected.unit == unit_name(1)
-    assert json.loads(elected.published['leader-unit']) == unit_name(1)
-    assert elected.service_selects == 'valkey-leader-k8s-1'
-    assert elected.wrote == 'primary (no replicaof line)'
+    assert json.loads(app.app_data['leader-unit']) == unit_name(1)
+    assert app.primary_service_selects() == 'valkey-leader-k8s-1'
+    assert app.file_role(1) == 'primary'
     assert_primary_is(app, 1)
     assert app.password() == password
     assert app.password_revisions() == revisions
