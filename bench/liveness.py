@@ -28,7 +28,8 @@ Each two ways, from one deployment per way and size:
   and a departing leader handed nothing over.
 
 Per scenario: the longest time without an acknowledged write, and the sum of
-every gap over ``GAP`` (the whole refresh); acknowledged writes missing on the
+every gap over ``GAP`` (the whole refresh), from the last write before the
+event to the first after it (writes flow again: the measurement waits for it); acknowledged writes missing on the
 final primary; full resyncs served (``sync_full``); the fewest keys any server
 held after the event began (a resync from a server with less data shrinks a
 replica). Pods away and the lease are modelled as fixed waits: real pods take
@@ -96,11 +97,11 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.app, self.writer = app, writer
         self.fewest_keys: int | None = None
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         """Sample until stopped."""
-        while not self._stop.wait(0.002):
+        while not self._done.wait(0.002):
             selected = self.app.primary_service_selects()
             if selected is not None:
                 self.writer.endpoint = self.app.server(int(selected.rsplit('-', 1)[1])).port
@@ -118,7 +119,7 @@ class Sampler(threading.Thread):
 
     def stop(self) -> None:
         """Stop sampling."""
-        self._stop.set()
+        self._done.set()
         self.join(timeout=5)
 
 
@@ -197,6 +198,17 @@ def scale_down(app: Application) -> None:
     settle_until(app, lambda: leader_primary(app))
 
 
+def writes_flow(writer: Writer, *, since: float) -> None:
+    """Wait until the writer has written for a while after ``since``, without a gap."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while time.monotonic() < deadline:
+        times = writer.acknowledged_at[-100:]
+        if len(times) == 100 and times[0] > since and times[-1] - times[0] < 100 * GAP:
+            return
+        time.sleep(0.01)
+    raise TimeoutError('the writer wrote nothing')
+
+
 def measure(app: Application, name: str, act: Callable[[], None]) -> dict[str, Any]:
     """Run ``act`` with a writer through ``<app>-primary``; what it cost the writes."""
     password = app.password()
@@ -210,11 +222,13 @@ def measure(app: Application, name: str, act: Callable[[], None]) -> dict[str, A
     sampler = Sampler(app, writer)
     writer.start()
     sampler.start()
-    time.sleep(0.3)
+    writes_flow(writer, since=time.monotonic())
+    time.sleep(0.5)  # half a second of writes that only the servers hold, not the snapshot
     syncs = full_syncs(app)
     started = time.monotonic()
     act()
     elapsed = time.monotonic() - started
+    writes_flow(writer, since=time.monotonic())  # the outage ends with the first write after
     time.sleep(0.3)
     writer.finish()
     sampler.stop()
@@ -237,11 +251,14 @@ def measure(app: Application, name: str, act: Callable[[], None]) -> dict[str, A
         'full_syncs': syncs_between(syncs, full_syncs(app)),
         'fewest_keys': sampler.fewest_keys,
         'seconds': round(elapsed, 2),
+        'errors': dict(writer.errors),
     }
 
 
 def load(app: Application, keys: int) -> None:
     """Write ``keys`` keys to the primary, then snapshot them."""
+    for replica in (1, 2):  # with replicas, the primary takes writes once one is in sync
+        valkey_server.wait_in_sync(app.server(replica), app.password())
     with valkey_server.Client(app.server(0).port, app.password()) as c:
         for start in range(0, keys, BATCH):
             pairs: list[str] = []
