@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from workload.election import Decision, ServerState, at_least_as_far, choose
+from workload.election import Decision, ServerState, at_least_as_far, choose, successor
 
 A, B, C = 'valkey-leader-k8s/0', 'valkey-leader-k8s/1', 'valkey-leader-k8s/2'
 
@@ -205,3 +205,31 @@ def test_a_new_leader_behind_a_replica_of_the_primary_can_be_handed_over_to():
     assert choose(B, broken, A).action == 'keep'
     looped = world(primary(A), replica(B, C), replica(C, B))
     assert choose(B, looped, A).action == 'keep'
+
+
+# -- The leader's server about to go: to whom it hands the role.
+
+
+def test_the_successor_is_the_furthest_replica_streaming_from_the_leader() -> None:
+    servers = world(primary(B), replica(A, B, 900), replica(C, B, 1000))
+    assert successor(B, servers) == C
+
+
+def test_among_equals_the_lowest_numbered_unit_succeeds() -> None:
+    # The last one a refresh restarts, and a scale-down removes.
+    servers = world(replica(A, C), replica(B, C), primary(C))
+    assert successor(C, servers) == A
+
+
+def test_no_replica_in_sync_means_no_successor() -> None:
+    servers = world(
+        primary(B),
+        replica(A, B, link_up=False),
+        replica(C, B, syncing=True),
+    )
+    assert successor(B, servers) is None
+    # A replica of another server, or one that does not answer, cannot take over either.
+    assert successor(B, world(primary(B), replica(A, C), silent(C))) is None
+    # A name without a number (never a unit's) still gets an order.
+    odd = ServerState(unit='odd', answered=True, follows=B, link_up=True)
+    assert successor(B, world(primary(B), odd)) == 'odd'

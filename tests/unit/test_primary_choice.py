@@ -212,3 +212,66 @@ def test_nothing_is_changed_once_leadership_is_lost(servers: Servers, change: st
         settle(lease=lease)
     for server in servers.values():
         assert [args for args in server.sent if args[0] != 'INFO'] == []
+
+
+# -- The leader's server about to go away: ``step_down``; and its return: ``wait_for_sync``.
+
+
+def step_down(lease: Leadership | None = None) -> primary_choice.Chosen:
+    return primary_choice.step_down(
+        leader=B,
+        units=UNITS,
+        passwords=['pw'],
+        resolve=client.same_host,
+        local=client.LOCAL,
+        before_change=(lease or Leadership()).before_change,
+    )
+
+
+def announcing(server: FakeServer, name: str) -> FakeServer:
+    server.config['replica-announce-ip'] = name
+    return server
+
+
+def test_a_leader_about_to_go_hands_the_role_to_the_replica_in_sync(servers: Servers) -> None:
+    world(
+        servers,
+        announcing(replica(OWN_NAME, 100), PRIMARY_NAME),
+        primary(100),
+        replica(OWN_NAME, 90),
+    )
+    lease = Leadership()
+    assert step_down(lease) == primary_choice.Chosen(A, '', (f'handed over to {A}',))
+    assert servers[(PRIMARY_NAME, 6379)].replication['role'] == 'master'
+    assert servers[client.LOCAL].replication['master_host'] == PRIMARY_NAME
+    assert lease.checks == 1
+
+
+def test_a_leader_with_no_replica_in_sync_keeps_the_role(servers: Servers) -> None:
+    world(servers, replica(OWN_NAME, 100, link='down'), primary(100), None)
+    lease = Leadership()
+    assert step_down(lease) == primary_choice.Chosen(B, 'no replica is in sync to take over')
+    assert servers[client.LOCAL].replication['role'] == 'master'
+    assert lease.checks == 0
+
+
+def test_a_handover_the_replica_refuses_keeps_the_role(servers: Servers) -> None:
+    # The replica announces another name: it is not the server the leader reached.
+    world(servers, replica(OWN_NAME, 100), primary(100), None)
+    chosen = step_down()
+    assert chosen.unit == B
+    assert chosen.reason.startswith(f'{A} did not take over (refused: ')
+    assert servers[client.LOCAL].replication['role'] == 'master'
+
+
+def test_waiting_for_sync_answers_at_once_for_a_primary_or_no_server(servers: Servers) -> None:
+    assert not primary_choice.wait_for_sync(client.LOCAL, ['pw'])
+    servers[client.LOCAL] = primary(100)
+    assert not primary_choice.wait_for_sync(client.LOCAL, ['pw'])
+
+
+def test_waiting_for_sync_ends_once_the_link_is_up_or_time_is_out(servers: Servers) -> None:
+    servers[client.LOCAL] = replica(PRIMARY_NAME, 100)
+    assert primary_choice.wait_for_sync(client.LOCAL, ['pw'])
+    servers[client.LOCAL] = replica(PRIMARY_NAME, 100, link='down')
+    assert not primary_choice.wait_for_sync(client.LOCAL, ['pw'], seconds=0.05)
