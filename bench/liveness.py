@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -320,7 +321,7 @@ def main() -> int:
     parser.add_argument('--sizes', nargs='*', default=list(SIZES), choices=list(SIZES))
     parser.add_argument('--out', type=Path, default=REPO_ROOT / 'bench/results/liveness.json')
     args = parser.parse_args()
-    report: dict[str, Any] = {'machine': machine(), 'sizes': {}}
+    report: dict[str, Any] = {'machine': machine(), 'load_before': os.getloadavg(), 'sizes': {}}
     started = time.monotonic()
     for size in args.sizes:
         report['sizes'][size] = {}
@@ -331,7 +332,10 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + '\n')
     print(markdown(report))
-    print(f'{report["seconds"]} s in all; load average before: {report["machine"]}')
+    print(
+        f'{report["seconds"]} s in all; load average before (1, 5, 15 min): {report["load_before"]}'
+    )
+    print(report['machine'])
     return 0
 
 
