@@ -29,11 +29,12 @@ Each two ways, from one deployment per way and size:
 
 Per scenario: the longest time without an acknowledged write, and the sum of
 every gap over ``GAP`` (the whole refresh), from the last write before the
-event to the first after it (writes flow again: the measurement waits for it); acknowledged writes missing on the
-final primary; full resyncs served (``sync_full``); the fewest keys any server
-held after the event began (a resync from a server with less data shrinks a
-replica). Pods away and the lease are modelled as fixed waits: real pods take
-longer to come back, which lengthens only the ``before`` figures.
+event to the first after it (the measurement waits for writes to flow again);
+acknowledged writes missing on the final primary; full resyncs served
+(``sync_full``); the fewest keys any server held after the event began (a
+resync from a server with less data shrinks a replica). Pods away and the
+lease are modelled as fixed waits: real pods take longer to come back, which
+lengthens only the ``before`` figures.
 """
 
 from __future__ import annotations
@@ -333,7 +334,8 @@ def main() -> int:
     args.out.write_text(json.dumps(report, indent=2) + '\n')
     print(markdown(report))
     print(
-        f'{report["seconds"]} s in all; load average before (1, 5, 15 min): {report["load_before"]}'
+        f'{report["seconds"]} s in all; '
+        f'load average before (1, 5, 15 min): {report["load_before"]}'
     )
     print(report['machine'])
     return 0
