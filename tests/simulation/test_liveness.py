@@ -171,3 +171,27 @@ def test_a_stop_hook_cut_off_after_the_handover_leaves_one_primary(
 
     assert assert_one_primary_selected(app, watch) == unit_name(0)
     assert [e for e in app.errors if 'PodKilledError' not in e] == []
+
+
+def test_the_whole_set_restarting_at_once_ends_with_one_primary(app: Application) -> None:
+    """Every pod deleted together (a namespace restarted, a node drained): all come back.
+
+    Unit 0's ``stop`` hands the role to unit 1's server, which takes writes until
+    its own pod stops; each server saves its snapshot on SIGTERM, the primary
+    once its replicas caught up. Then every pod comes back: no server starts as
+    the primary (unit 1's record says it acts, but only the leader may make a
+    stopped server primary again); the leader promotes the one with every
+    write, and takes the role back once its own server caught up.
+    """
+    deploy(app)
+
+    with Watch(app) as watch:
+        time.sleep(0.3)
+        for unit_id in (0, 1, 2):
+            app.delete_pod(unit_id)
+        for unit_id in (0, 1, 2):
+            app.recreate_pod(unit_id)
+        settle_until(app, lambda: leader_primary(app))
+
+    assert assert_one_primary_selected(app, watch) == unit_name(0)
+    assert app.errors == []
