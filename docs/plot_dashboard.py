@@ -1,7 +1,7 @@
 # Copyright 2026 The valkey-leader-k8s authors
 # See LICENSE file for licensing details.
 
-"""Plot the dashboard's main panels from a real Prometheus: docs/observability-dashboard.png.
+r"""Plot the dashboard's main panels from a real Prometheus: docs/observability-dashboard.png.
 
 Grafana cannot run here, so this draws what its panels would show, from the
 dashboard's own queries (``src/observability/dashboards/valkey.json``) against
@@ -29,9 +29,9 @@ from typing import Any
 import matplotlib as mpl
 
 mpl.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from tests.workload import cos_stack  # noqa: E402
+from tests.workload import cos_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / 'docs' / 'observability-dashboard.png'
@@ -46,6 +46,7 @@ PANELS = (
 
 
 def series_label(template: str, metric: dict[str, str]) -> str:
+    """Grafana's legend: ``{{label}}`` replaced by the series' label values."""
     out = template
     for key, value in metric.items():
         out = out.replace('{{' + key + '}}', value)
@@ -53,39 +54,39 @@ def series_label(template: str, metric: dict[str, str]) -> str:
 
 
 def main() -> int:
+    """Run the story, then plot each main panel's queries over it."""
     board = json.loads(cos_stack.DASHBOARD.read_text())
     panels = {p['title']: p for p in board['panels'] if p.get('targets')}
-    with tempfile.TemporaryDirectory() as tmp:
-        with cos_stack.Stack(Path(tmp)) as stack:
-            events = stack.story()
-            end = time.time()
-            fig, axes = plt.subplots(len(PANELS), 1, figsize=(11, 2.3 * len(PANELS)), sharex=True)
-            start = stack.started
-            for ax, title in zip(axes, PANELS, strict=True):
-                for target in panels[title]['targets']:
-                    expr = cos_stack.concrete(target['expr'])
-                    for result in stack.prometheus.query_range(expr, start, end, '1s'):
-                        xs = [float(t) - start for t, _ in result['values']]
-                        ys = [float(v) for _, v in result['values']]
-                        label = series_label(target['legendFormat'], result['metric'])
-                        ax.step(xs, ys, where='post', label=label)
-                for when, what in events:
-                    ax.axvline(when - start, color='grey', linestyle=':', linewidth=1)
-                    if title == PANELS[0]:
-                        ax.annotate(what, (when - start, 1.05), fontsize=7, rotation=0)
-                ax.set_title(title, fontsize=9, loc='left')
-                ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.0, 1.0))
-                ax.tick_params(labelsize=7)
-            role_axis: Any = axes[0]
-            role_axis.set_yticks([0, 1], ['replica', 'primary'])
-            axes[-1].set_xlabel('seconds', fontsize=8)
-            fig.suptitle(
-                "The dashboard's main panels, from its own queries against a real Prometheus "
-                '(Grafana does not run here)',
-                fontsize=9,
-            )
-            fig.tight_layout()
-            fig.savefig(OUT, dpi=110)
+    with tempfile.TemporaryDirectory() as tmp, cos_stack.Stack(Path(tmp)) as stack:
+        events = stack.story()
+        end = time.time()
+        fig, axes = plt.subplots(len(PANELS), 1, figsize=(11, 2.3 * len(PANELS)), sharex=True)
+        start = stack.started
+        for ax, title in zip(axes, PANELS, strict=True):
+            for target in panels[title]['targets']:
+                expr = cos_stack.concrete(target['expr'])
+                for result in stack.prometheus.query_range(expr, start, end, '1s'):
+                    xs = [float(t) - start for t, _ in result['values']]
+                    ys = [float(v) for _, v in result['values']]
+                    label = series_label(target['legendFormat'], result['metric'])
+                    ax.step(xs, ys, where='post', label=label)
+            for when, what in events:
+                ax.axvline(when - start, color='grey', linestyle=':', linewidth=1)
+                if title == PANELS[0]:
+                    ax.annotate(what, (when - start, 1.05), fontsize=7, rotation=0)
+            ax.set_title(title, fontsize=9, loc='left')
+            ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.0, 1.0))
+            ax.tick_params(labelsize=7)
+        role_axis: Any = axes[0]
+        role_axis.set_yticks([0, 1], ['replica', 'primary'])
+        axes[-1].set_xlabel('seconds', fontsize=8)
+        fig.suptitle(
+            "The dashboard's main panels, from its own queries against a real Prometheus "
+            '(Grafana does not run here)',
+            fontsize=9,
+        )
+        fig.tight_layout()
+        fig.savefig(OUT, dpi=110)
     print(f'wrote {OUT.relative_to(ROOT)}')
     return 0
 

@@ -39,6 +39,7 @@ class Topology:
 
     @classmethod
     def of(cls, charm: ops.CharmBase) -> Topology:
+        """The charm's own topology, this unit included."""
         return cls(
             model=charm.model.name,
             model_uuid=charm.model.uuid,

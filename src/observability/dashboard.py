@@ -25,7 +25,7 @@ import json
 import lzma
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import ops
 
@@ -40,6 +40,7 @@ def compress(text: str) -> str:
 
 
 def decompress(content: str) -> str:
+    """The dashboard JSON a template's ``content`` carries."""
     return lzma.decompress(base64.b64decode(content)).decode()
 
 
@@ -75,7 +76,7 @@ def same_dashboards(current: str | None, wanted: str) -> bool:
     try:
         current_templates = json.loads(current or '{}').get('templates')
         return _decoded(current_templates) == _decoded(json.loads(wanted)['templates'])
-    except (ValueError, TypeError, AttributeError, lzma.LZMAError):
+    except (ValueError, TypeError, AttributeError, KeyError, lzma.LZMAError):
         return False
 
 
@@ -95,11 +96,12 @@ def publish(
             bag.update(wanted)
 
 
-def _decoded(templates: Any) -> Any:
+def _decoded(templates: Any) -> dict[str, Any]:
+    """The templates with each ``content`` decompressed and parsed; raises if unreadable."""
     if not isinstance(templates, dict):
         raise TypeError('templates is not an object')
     decoded: dict[str, Any] = {}
-    for key, template in templates.items():  # pyright: ignore[reportUnknownVariableType]
-        content = json.loads(decompress(template['content']))
-        decoded[str(key)] = {**template, 'content': content}  # pyright: ignore[reportUnknownArgumentType]
+    for key, template in cast('dict[str, dict[str, Any]]', templates).items():
+        content = json.loads(decompress(str(template['content'])))
+        decoded[key] = {**template, 'content': content}
     return decoded

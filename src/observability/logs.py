@@ -58,9 +58,7 @@ def loki_urls(relations: Iterable[ops.Relation]) -> dict[str, str]:
     return urls
 
 
-def targets(
-    urls: dict[str, str], planned: Iterable[str], topology: Topology
-) -> dict[str, Any]:
+def targets(urls: dict[str, str], planned: Iterable[str], topology: Topology) -> dict[str, Any]:
     """The ``log-targets`` of the layer: one per Loki unit; those planned before and gone, off."""
     labels = {**topology.labels, 'juju_unit': topology.unit, 'product': 'Juju'}
     wanted: dict[str, Any] = {
@@ -89,10 +87,12 @@ def forward(container: ops.Container, urls: dict[str, str], topology: Topology) 
 
     Raises ``ops.pebble.Error`` (the caller turns it into a status).
     """
-    planned = container.get_plan().to_dict().get('log-targets', {})
+    planned: dict[str, Any] = dict(container.get_plan().to_dict().get('log-targets', {}))
     wanted = targets(urls, planned, topology)
-    if all(_without_override(planned.get(name, {})) == _without_override(spec)
-           for name, spec in wanted.items()):
+    if all(
+        _without_override(planned.get(name, {})) == _without_override(spec)
+        for name, spec in wanted.items()
+    ):
         return False
     container.add_layer(LAYER, pebble.Layer({'log-targets': wanted}), combine=True)
     return True

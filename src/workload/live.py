@@ -28,7 +28,7 @@ from typing import Final, Literal
 
 from workload import client, handover
 from workload.client import Address, Resolve, same_host
-from workload.config import AclUser, ValkeySettings, maxmemory_bytes
+from workload.config import User, ValkeySettings, maxmemory_bytes
 from workload.handover import HandoverResult
 
 LIVE_OPTIONS: Final = (
@@ -234,7 +234,7 @@ def apply_live(
 
 
 def apply_users(
-    users: Sequence[AclUser],
+    users: Sequence[User],
     *,
     passwords: Sequence[str],
     address: Address = client.LOCAL,

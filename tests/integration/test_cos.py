@@ -50,9 +50,7 @@ def promql(kubectl: Kubectl, expr: str) -> list[dict[str, object]]:
     return json.loads(out)
 
 
-def test_prometheus_scrapes_every_unit_and_sees_one_primary(
-    juju: jubilant.Juju, kubectl: Kubectl
-):
+def test_prometheus_scrapes_every_unit_and_sees_one_primary(juju: jubilant.Juju, kubectl: Kubectl):
     status = wait_for_roles(juju, units=2, timeout=SETTLE_TIMEOUT)
     leader = leader_of(status)
 
@@ -69,9 +67,15 @@ def test_prometheus_scrapes_every_unit_and_sees_one_primary(
 def test_prometheus_loaded_the_rules_and_nothing_fires(kubectl: Kubectl):
     rules = json.loads(
         kubectl.run(
-            'exec', f'{PROMETHEUS}-0', '-c', 'prometheus', '--',
-            'wget', '-qO-', 'http://localhost:9090/api/v1/rules',
-        )  # fmt: skip
+            'exec',
+            f'{PROMETHEUS}-0',
+            '-c',
+            'prometheus',
+            '--',
+            'wget',
+            '-qO-',
+            'http://localhost:9090/api/v1/rules',
+        )
     )
     names = {r['name'] for g in rules['data']['groups'] for r in g['rules']}
     assert {'ValkeyNoPrimary', 'ValkeyMultiplePrimaries', 'ValkeyReplicaLinkDown'} <= names
@@ -95,9 +99,15 @@ def test_grafana_has_the_dashboard(juju: jubilant.Juju):
 def test_loki_receives_valkey_logs(kubectl: Kubectl):
     wait_until(
         lambda: kubectl.run(
-            'exec', f'{LOKI}-0', '-c', 'loki', '--',
-            'wget', '-qO-', 'http://localhost:3100/loki/api/v1/label/juju_application/values',
-        ),  # fmt: skip
+            'exec',
+            f'{LOKI}-0',
+            '-c',
+            'loki',
+            '--',
+            'wget',
+            '-qO-',
+            'http://localhost:3100/loki/api/v1/label/juju_application/values',
+        ),
         lambda values: APP in values,
         timeout=SETTLE_TIMEOUT,
         what='logs labelled with the application in Loki',

@@ -293,9 +293,7 @@ class FakeLive:
         self.calls.append((settings, len(passwords)))
         return self.result
 
-    def apply_users(
-        self, users: tuple[valkey_config.AclUser, ...], **_: object
-    ) -> live.LiveResult:
+    def apply_users(self, users: tuple[valkey_config.User, ...], **_: object) -> live.LiveResult:
         self.users.append(tuple(user.name for user in users))
         return self.users_result
 

@@ -52,7 +52,7 @@ class Process:
 
     def start(self) -> None:
         self._log = self.log_file.open('ab')
-        self._process = subprocess.Popen(  # noqa: S603 - the tests' own programs
+        self._process = subprocess.Popen(
             self.argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
@@ -142,28 +142,35 @@ def prometheus_config(
                 for unit, bag in sorted(unit_data.items()):
                     published = f'{bag["prometheus_scrape_unit_address"]}:{port}'
                     assert published, unit
-                    static_configs.append({
-                        'targets': [endpoints[bag['prometheus_scrape_unit_name']]],
-                        'labels': {**topology, 'juju_unit': bag['prometheus_scrape_unit_name']},
-                    })
-        jobs.append({
-            **{k: v for k, v in job.items() if k != 'static_configs'},
-            'job_name': f'{prefix}_{job["job_name"]}',
-            'static_configs': static_configs,
-            'relabel_configs': [
-                {
-                    'source_labels': [
-                        'juju_model',
-                        'juju_model_uuid',
-                        'juju_application',
-                        'juju_unit',
-                    ],
-                    'separator': '_',
-                    'target_label': 'instance',
-                    'regex': '(.*)',
-                }
-            ],
-        })
+                    static_configs.append(
+                        {
+                            'targets': [endpoints[bag['prometheus_scrape_unit_name']]],
+                            'labels': {
+                                **topology,
+                                'juju_unit': bag['prometheus_scrape_unit_name'],
+                            },
+                        }
+                    )
+        jobs.append(
+            {
+                **{k: v for k, v in job.items() if k != 'static_configs'},
+                'job_name': f'{prefix}_{job["job_name"]}',
+                'static_configs': static_configs,
+                'relabel_configs': [
+                    {
+                        'source_labels': [
+                            'juju_model',
+                            'juju_model_uuid',
+                            'juju_application',
+                            'juju_unit',
+                        ],
+                        'separator': '_',
+                        'target_label': 'instance',
+                        'regex': '(.*)',
+                    }
+                ],
+            }
+        )
     rules_file.write_text(yaml.safe_dump(json.loads(app_data['alert_rules'])))
     return {
         'global': {'scrape_interval': '1s', 'evaluation_interval': '1s'},

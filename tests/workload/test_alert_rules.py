@@ -52,7 +52,9 @@ def published_rules(tmp_path: Path, *, descriptions: bool = True) -> Path:
 
 def alert_names() -> set[str]:
     return {
-        rule['alert'] for group in scrape.alert_rules(TOPOLOGY)['groups'] for rule in group['rules']
+        rule['alert']
+        for group in scrape.alert_rules(TOPOLOGY)['groups']
+        for rule in group['rules']
     }
 
 
