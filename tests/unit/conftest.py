@@ -50,6 +50,10 @@ HEAVY_MODULES = (
     'workload.live',
     'workload.handover',
     'clients',
+    # The COS integrations, each imported only where its relation exists:
+    'observability.scrape',
+    'observability.dashboard',
+    'observability.logs',
 )
 
 
