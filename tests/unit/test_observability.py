@@ -63,7 +63,11 @@ def exporter_container(tmp_path: Path, **kwargs: object) -> testing.Container:
     directory.mkdir(exist_ok=True)
     params: dict[str, object] = {
         'can_connect': True,
-        'mounts': {'tmp': testing.Mount(location='/tmp/redis-exporter', source=directory)},
+        'mounts': {
+            'tmp': testing.Mount(
+                location=exporter.PASSWORD_FILE.rsplit('/', 1)[0], source=directory
+            )
+        },
     }
     params.update(kwargs)
     return testing.Container('redis-exporter', **params)  # type: ignore[arg-type]
