@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import ops
 import pytest
@@ -230,6 +231,11 @@ def loki_relation(*urls: str, **kwargs: object) -> testing.Relation:
     )
 
 
+def log_targets(state: testing.State) -> dict[str, dict[str, Any]]:
+    plan: dict[str, Any] = dict(state.get_container('valkey').plan.to_dict())
+    return plan['log-targets']
+
+
 def test_every_unit_forwards_valkey_logs_to_each_loki_unit_without_a_restart(
     ctx: Ctx, fs: UnitFilesystem, side_effects: SideEffects
 ):
@@ -238,8 +244,7 @@ def test_every_unit_forwards_valkey_logs_to_each_loki_unit_without_a_restart(
     relation = loki_relation('http://loki-0:3100/loki/api/v1/push')
     state = dataclasses.replace(running, relations={*running.relations, relation})
     out = ctx.run(ctx.on.relation_changed(relation, remote_unit=0), state)
-    plan = out.get_container('valkey').plan.to_dict()
-    target = plan['log-targets']['loki/0']
+    target = log_targets(out)['loki/0']
     assert (target['type'], target['location'], target['services']) == (
         'loki',
         'http://loki-0:3100/loki/api/v1/push',
@@ -258,7 +263,7 @@ def test_the_last_loki_leaving_switches_its_target_off(ctx: Ctx, fs: UnitFilesys
         leader_state(fs, relations={make_peer_relation(0), relation}),
     )
     out = ctx.run(ctx.on.relation_broken(relation), running)
-    target = out.get_container('valkey').plan.to_dict()['log-targets']['loki/0']
+    target = log_targets(out)['loki/0']
     assert target['services'] == ['-all']
 
 

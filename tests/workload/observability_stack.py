@@ -16,11 +16,9 @@ a loopback port.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -240,18 +238,3 @@ class Prometheus:
             (a['labels']['alertname'], a['state'], a['labels'].get('juju_unit', ''))
             for a in self.api('alerts')['alerts']
         }
-
-
-@contextlib.contextmanager
-def running(*processes: Process | Prometheus):
-    try:
-        for process in processes:
-            process.start()
-        yield
-    finally:
-        for process in processes:
-            process.stop()
-
-
-def wait(seconds: float) -> None:
-    time.sleep(seconds)
