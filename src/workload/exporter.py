@@ -8,9 +8,10 @@ resource) in a second container, as its image's non-root user. It reads the
 pod's Valkey over the loopback address (a pod's containers share one network
 namespace) as the ACL user :data:`USER`, which may run only what the exporter
 needs to read: ``INFO``, ``PING``, ``CLIENT SETNAME``/``SETINFO``, ``SLOWLOG
-LEN`` and ``LATENCY LATEST``/``HISTOGRAM``; no key, no channel, and not
-``CONFIG GET``, which would show it ``requirepass`` (the exporter reads
-``maxmemory`` from ``INFO`` instead, and shrugs off the refusal).
+LEN`` and ``LATENCY LATEST``/``HISTOGRAM``; no key, no channel, not ``CONFIG
+GET``, which would show it ``requirepass`` (the exporter reads ``maxmemory``
+from ``INFO`` instead, and shrugs off the refusal), and not ``SLOWLOG GET``,
+which would show it clients' commands with their arguments.
 
 The user's password is derived from the admin password (HMAC-SHA256), so every
 unit computes the same one from what it already reads, the leader writes no
