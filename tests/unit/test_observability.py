@@ -433,3 +433,19 @@ def test_the_log_module_names_the_endpoint_the_charm_observes():
         dashboard.ENDPOINT,
         logs.ENDPOINT,
     )
+
+
+def test_the_exporter_logs_are_forwarded_too_once_its_pebble_answers(
+    ctx: Ctx, fs: UnitFilesystem, tmp_path: Path
+):
+    relation = loki_relation('http://loki-0:3100/loki/api/v1/push')
+    metrics = exporter_container(tmp_path)
+    state = leader_state(
+        fs,
+        relations={make_peer_relation(0, relation_id=1), relation},
+        containers={make_container(fs), metrics},
+    )
+    out = ctx.run(ctx.on.pebble_ready(metrics), state)
+    plan: dict[str, Any] = dict(out.get_container('redis-exporter').plan.to_dict())
+    assert plan['log-targets']['loki/0']['services'] == ['all']
+    assert log_targets(out)['loki/0']['services'] == ['all']

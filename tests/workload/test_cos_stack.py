@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import cast
 
 import pytest
@@ -118,7 +117,7 @@ def test_cutting_a_replicas_link_raises_that_alert_and_no_other(stack: Stack) ->
     )
 
 
-def test_the_stack_reads_only_what_the_charm_wrote(stack: Stack, tmp_path: Path) -> None:
+def test_the_stack_reads_only_what_the_charm_wrote(stack: Stack) -> None:
     """The exporter's command line is the charm's, with addresses and the file path only."""
     for unit in stack.units.values():
         assert unit.exporter is not None
