@@ -136,7 +136,9 @@ def _push_if_changed(container: ops.Container, text: str) -> bool:
     except ops.pebble.PathError as e:
         if e.kind != 'not-found':
             raise
-    container.make_dir(PASSWORD_FILE.rsplit('/', 1)[0], make_parents=True, permissions=0o700)
+    directory = PASSWORD_FILE.rsplit('/', 1)[0]
+    if not container.exists(directory):
+        container.make_dir(directory, make_parents=True, permissions=0o700)
     container.push(PASSWORD_FILE, text, permissions=0o600)
     logger.info('Wrote the exporter password file')
     return True
