@@ -103,6 +103,7 @@ class CharmConfig(PasswordConfig):
         primary_address: str | None,
         users: tuple[User, ...] = (),
         announce_host: str | None = None,
+        min_replicas_to_write: int = 0,
     ) -> ValkeySettings:
         """Everything one unit's file depends on: these options, its role, password and users."""
         return ValkeySettings(
@@ -110,6 +111,7 @@ class CharmConfig(PasswordConfig):
             primary_address=primary_address,
             users=users,
             announce_host=announce_host,
+            min_replicas_to_write=min_replicas_to_write,
             log_level=self.log_level,
             maxmemory=self.maxmemory,
             maxmemory_policy=self.maxmemory_policy,

@@ -22,6 +22,10 @@ PORT: Final = 6379
 # outside the data volume, so the password is never in a storage snapshot.
 CONFIG_PATH: Final = '/run/valkey/valkey.conf'
 DATA_DIR: Final = '/var/lib/valkey'
+MIN_REPLICAS_MAX_LAG: Final = 10
+"""Seconds since a replica's last acknowledgement for it to count as in sync.
+
+A replica acknowledges its offset every second; Valkey's own default is 10."""
 TEMPLATE_NAME: Final = 'valkey.conf.j2'
 # What a client relation's user may run, besides its own keys and channels.
 # Least privilege for an application that stores data: every data type's read
@@ -150,6 +154,15 @@ class ValkeySettings:
     this name (:mod:`workload.handover` checks the new leader announces it).
     ``None`` leaves the line out (Valkey then lists the pod IP).
     """
+    min_replicas_to_write: int = 0
+    """How many replicas a primary needs in sync (``min-replicas-to-write``) to take a write.
+
+    1 when the application has other units: a primary cut off from every
+    replica (a partition, while Juju promotes another unit) refuses writes
+    once its replicas' last acknowledgement is :data:`MIN_REPLICAS_MAX_LAG`
+    seconds old, instead of taking writes that the promoted unit never gets.
+    0 for a single unit, which has no replica to wait for.
+    """
 
 
 def valkey_quote(value: str) -> str:
@@ -262,4 +275,6 @@ def render_config(settings: ValkeySettings, templates_dir: Path) -> str:
         maxmemory_policy=settings.maxmemory_policy,
         users=settings.users,
         announce_host=settings.announce_host,
+        min_replicas_to_write=settings.min_replicas_to_write,
+        min_replicas_max_lag=MIN_REPLICAS_MAX_LAG,
     )

@@ -30,7 +30,6 @@ from workload.config import (
 )
 
 if TYPE_CHECKING:
-    from workload.handover import HandoverResult
     from workload.live import LiveResult
 
 logger = logging.getLogger(__name__)
@@ -45,6 +44,8 @@ class Applied:
 
     version: str | None
     """The Valkey version, read when the Pebble plan was new; otherwise ``None``."""
+    waiting: str = ''
+    """Why the running server does not have the file's role yet (``LiveResult.waiting``)."""
 
 
 def configure(
@@ -53,17 +54,20 @@ def configure(
     templates_dir: Path,
     *,
     recheck: bool = False,
+    may_promote: bool = False,
 ) -> Applied | ops.StatusBase:
     """Render the file; push it, and bring the server in line, if anything changed; or say why not.
 
     ``recheck``: compare the running server with the file even if the file is
-    unchanged (a previous leader may have changed the server's role live).
+    unchanged (another unit may have changed the server's role live).
+    ``may_promote``: the leader chose this unit's server as the primary; without
+    it a running replica is never promoted live.
     """
     if not container.can_connect():
         return ops.WaitingStatus('waiting for Pebble in the valkey container')
     config_text = render_config(settings, templates_dir)
     try:
-        return _apply(container, config_text, settings, recheck=recheck)
+        return _apply(container, config_text, settings, recheck=recheck, may_promote=may_promote)
     except pebble.Error as e:
         # Not re-raised: a traceback would only make Juju retry this one event;
         # every later event retries anyway, from the same inputs.
@@ -72,7 +76,12 @@ def configure(
 
 
 def _apply(
-    container: ops.Container, config_text: str, settings: ValkeySettings, *, recheck: bool
+    container: ops.Container,
+    config_text: str,
+    settings: ValkeySettings,
+    *,
+    recheck: bool,
+    may_promote: bool,
 ) -> Applied:
     """Bring the container, and the server running in it, in line with ``config_text``."""
     previous = _pull(container)
@@ -81,6 +90,7 @@ def _apply(
         _push(container, config_text)
         role = f'replica of {settings.primary_address}' if settings.primary_address else 'primary'
         logger.info('Wrote the config file: %s', role)
+    waiting = ''
     layer = pebble_layer()
     new_plan = container.get_plan().services.get(SERVICE) != layer.services[SERVICE]
     if new_plan:
@@ -91,17 +101,18 @@ def _apply(
     elif pushed or recheck:
         # The server runs an older file (or may have been changed live by a
         # previous leader): change it live; restart only if that fails.
-        result = apply_to_running_server(settings, previous, config_text)
+        result = apply_to_running_server(settings, previous, config_text, may_promote)
         if result.restart_needed:
             logger.info('Restarting Valkey: %s', result.reason)
             container.restart(SERVICE)
+        waiting = result.waiting
     # A new plan means a new container (a new image, so maybe a new Valkey)
     # or a new charm revision: the only times the version can change.
-    return Applied(version=_read_version(container) if new_plan else None)
+    return Applied(version=_read_version(container) if new_plan else None, waiting=waiting)
 
 
 def apply_to_running_server(
-    settings: ValkeySettings, previous: str | None, config_text: str
+    settings: ValkeySettings, previous: str | None, config_text: str, may_promote: bool = False
 ) -> LiveResult:
     """Change the running server to ``settings`` live; the result says if it must restart."""
     # Imported here: only a hook that changes a running server pays for
@@ -112,26 +123,21 @@ def apply_to_running_server(
     old_password = requirepass_from_config(previous) if previous else None
     passwords = [settings.password, *([old_password] if old_password else [])]
     result = live.apply_live(
-        settings, passwords=passwords, address=client.LOCAL, resolve=client.same_host
+        settings,
+        passwords=passwords,
+        address=client.LOCAL,
+        resolve=client.same_host,
+        may_promote=may_promote,
     )
-    if result.handover is not None:
-        _log_handover(result.handover)
     if not result.restart_needed and _user_lines(previous) != _user_lines(config_text):
         # Valkey does not replicate users and reads `user` lines only at start.
-        result = live.apply_users(settings.users, passwords=passwords, address=client.LOCAL)
+        users = live.apply_users(settings.users, passwords=passwords, address=client.LOCAL)
+        result = dataclasses.replace(users, waiting=result.waiting)
     if not result.restart_needed and result.changes:
         logger.info('Applied live, no restart: %s', ', '.join(result.changes))
+    if result.waiting:
+        logger.info('Role unchanged for now: %s', result.waiting)
     return result
-
-
-def _log_handover(handed_over: HandoverResult) -> None:
-    if handed_over.status == 'switched':
-        logger.info('The old primary handed over in %.0f ms', handed_over.seconds * 1000)
-    elif handed_over.status == 'forced':
-        logger.warning('Demoted the old primary before catching up: %s', handed_over.reason)
-    else:
-        reason = f'{handed_over.status}: {handed_over.reason}'
-        logger.warning('No handover (%s); promoting directly', reason)
 
 
 def pebble_layer() -> pebble.Layer:

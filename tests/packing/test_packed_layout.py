@@ -180,7 +180,7 @@ def test_templates_render_from_the_charm_root(packed_charm: PackedCharm):
     path, ``<charm dir>/templates``, for a primary and for a replica.
     """
     result = packed_charm.run_python(
-        'import pathlib, workload\n'
+        'import pathlib\nfrom workload import config as workload\n'
         'for primary in (None, "valkey-leader-k8s-0.valkey-leader-k8s-endpoints.m.svc"):\n'
         '    settings = workload.ValkeySettings(password="p" * 48, primary_address=primary,\n'
         '        log_level="notice", maxmemory="", maxmemory_policy="noeviction")\n'
