@@ -58,6 +58,7 @@ def hand_over(
     local: client.Address = client.LOCAL,
     timeout_ms: int = HANDOVER_TIMEOUT_MS,
     connect_timeout: float = client.PEER_CONNECT_TIMEOUT,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> HandoverResult:
     """Ask the old primary to hand the primary role over to this unit's server.
 
@@ -94,14 +95,14 @@ def hand_over(
         return HandoverResult(status, client.scrub(reason, passwords), time.monotonic() - start)
 
     try:
-        with client.authenticated(local, passwords, client.TIMEOUT) as mine:
+        with client.authenticated(local, passwords, client.TIMEOUT, transports) as mine:
             if isinstance(mine, client.NoConnection):
                 return done('refused', f"this unit's server: {mine.reason}")
             if client.info(mine.execute_command('INFO', 'replication')).get('role') == 'master':
                 return done('already-primary')
             address = old_primary
             for _ in range(MAX_HOPS):
-                with client.authenticated(address, passwords, connect_timeout) as old:
+                with client.authenticated(address, passwords, connect_timeout, transports) as old:
                     if isinstance(old, client.NoConnection):
                         if old.status == 'auth-refused':
                             return done('auth-refused', 'the old primary refused the password')

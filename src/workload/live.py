@@ -40,8 +40,19 @@ LIVE_OPTIONS: Final = (
     'maxmemory',
     'maxmemory-policy',
     'replica-announce-ip',
+    # TLS: the files first (setting them loads and checks them, so a refused
+    # certificate changes nothing), then the listening port, released before
+    # it is taken again (see _ports_in_order).
+    'tls-cert-file',
+    'tls-key-file',
+    'tls-ca-cert-file',
+    'tls-auth-clients',
+    'tls-replication',
+    'port',
+    'tls-port',
 )
 """The settings of the file that Valkey can change at run time, all applied live."""
+_TLS_FILES: Final = ('tls-cert-file', 'tls-key-file', 'tls-ca-cert-file', 'tls-auth-clients')
 _SECRET_OPTIONS: Final = frozenset({'masterauth', 'requirepass'})
 
 LiveStatus = Literal['unchanged', 'applied', 'not-running', 'auth-refused', 'refused']
@@ -75,8 +86,9 @@ class Plan:
     """``CONFIG SET`` pairs, in ``LIVE_OPTIONS`` order (the password among them: not in repr)."""
     role: tuple[str, ...] | None
     """``('NO', 'ONE')`` or ``(host, port)`` for ``REPLICAOF``, or ``None``: no role change."""
-    reannounce: bool
-    """Drop the link to the primary once, so that the replica announces its new name."""
+    reconnect: bool
+    """Drop the link to the primary once, so that the replica reconnects: to announce
+    its new name, or to speak TLS (or plaintext) to its primary from now on."""
 
     @property
     def changes(self) -> tuple[str, ...]:
@@ -85,9 +97,28 @@ class Plan:
         return (*self.config, *role)
 
 
-def desired_options(settings: ValkeySettings, resolve: Resolve) -> dict[str, str]:
-    """What ``CONFIG GET`` answers on a server started from the file of ``settings``."""
+def desired_options(
+    settings: ValkeySettings, resolve: Resolve, port: int = client.PORT
+) -> dict[str, str]:
+    """What ``CONFIG GET`` answers on a server started from the file of ``settings``.
+
+    ``port`` is the port the charm reaches the server on: it stays the
+    listening port, and speaks TLS or plaintext as ``settings.tls`` says.
+    """
     announce = resolve(settings.announce_host)[0] if settings.announce_host else ''
+    if settings.tls is not None:
+        tls = {
+            'tls-cert-file': settings.tls.cert_file,
+            'tls-key-file': settings.tls.key_file,
+            'tls-ca-cert-file': settings.tls.ca_file,
+            'tls-auth-clients': 'no',
+            'tls-replication': 'yes',
+            'port': '0',
+            'tls-port': str(port),
+        }
+    else:
+        # The file names no TLS files: the running server's are left as they are.
+        tls = {'tls-replication': 'no', 'port': str(port), 'tls-port': '0'}
     return {
         'masterauth': settings.password,
         'requirepass': settings.password,
@@ -96,6 +127,7 @@ def desired_options(settings: ValkeySettings, resolve: Resolve) -> dict[str, str
         'maxmemory': str(maxmemory_bytes(settings.maxmemory or '0')),
         'maxmemory-policy': settings.maxmemory_policy,
         'replica-announce-ip': announce,
+        **tls,
     }
 
 
@@ -104,6 +136,7 @@ def plan(
     current: Mapping[str, str],
     replication: Mapping[str, object],
     resolve: Resolve = same_host,
+    port: int = client.PORT,
 ) -> Plan:
     """Only the differences between the running server and ``settings``.
 
@@ -112,16 +145,23 @@ def plan(
         current: ``CONFIG GET`` of ``LIVE_OPTIONS`` on the running server.
         replication: its ``INFO replication``.
         resolve: maps the primary's stable DNS name to the address to replicate from.
+        port: the port the server is reached on (see :func:`desired_options`).
     """
-    wanted = desired_options(settings, resolve)
+    wanted = desired_options(settings, resolve, port)
     # No announce_host: the file has no replica-announce-ip line, and the
-    # running server's is left as it is.
-    managed = [n for n in LIVE_OPTIONS if settings.announce_host or n != 'replica-announce-ip']
-    config = {
-        name: wanted[name]
-        for name in managed
-        if not hmac.compare_digest(current.get(name, '').encode(), wanted[name].encode())
-    }
+    # running server's is left as it is. Likewise the TLS files without TLS.
+    managed = [
+        name
+        for name in LIVE_OPTIONS
+        if name in wanted and (settings.announce_host or name != 'replica-announce-ip')
+    ]
+    config = _ports_in_order(
+        {
+            name: wanted[name]
+            for name in managed
+            if not hmac.compare_digest(current.get(name, '').encode(), wanted[name].encode())
+        }
+    )
     role: tuple[str, ...] | None = None
     is_primary = replication.get('role') == 'master'
     if settings.primary_address is None:
@@ -136,10 +176,24 @@ def plan(
         )
         if not following:
             role = (host, str(port))
-    # A connected replica told its primary its old name; it tells the new one
-    # only when it connects again. A new REPLICAOF connects anyway.
-    reannounce = 'replica-announce-ip' in config and role is None and not is_primary
-    return Plan(config=config, role=role, reannounce=reannounce)
+    # A connected replica told its primary its old name, and speaks what it
+    # spoke when it connected; it changes both only when it connects again.
+    # A new REPLICAOF connects anyway.
+    relink = {'replica-announce-ip', 'tls-replication'} & config.keys()
+    reconnect = bool(relink) and role is None and not is_primary
+    return Plan(config=config, role=role, reconnect=reconnect)
+
+
+def _ports_in_order(config: dict[str, str]) -> dict[str, str]:
+    """The pairs with the port being released (set to 0) before the one taking its number.
+
+    Valkey applies the pairs of one ``CONFIG SET`` in order, and binds a
+    listener as it applies it: ``tls-port 6379`` before ``port 0`` finds the
+    port still taken and fails (then restores every pair: nothing changes).
+    """
+    ports = [name for name in ('port', 'tls-port') if name in config]
+    ports.sort(key=lambda name: config[name] != '0')
+    return {**{n: v for n, v in config.items() if n not in ports}, **{n: config[n] for n in ports}}
 
 
 def apply_live(
@@ -149,6 +203,7 @@ def apply_live(
     address: Address = client.LOCAL,
     resolve: Resolve = same_host,
     timeout: float = client.TIMEOUT,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> LiveResult:
     """Bring the running server at ``address`` to ``settings``, without a restart.
 
@@ -202,7 +257,7 @@ def apply_live(
     import valkey.exceptions  # noqa: PLC0415 - lazy: see the module docstring
 
     try:
-        with client.authenticated(address, passwords, timeout) as connected:
+        with client.authenticated(address, passwords, timeout, transports) as connected:
             if isinstance(connected, client.NoConnection):
                 return LiveResult(connected.status, reason=connected.reason)
             pipe = connected.pipeline(transaction=False)
@@ -210,7 +265,8 @@ def apply_live(
             pipe.execute_command('INFO', 'replication')
             config_reply, info_reply = pipe.execute()
             replication = client.info(info_reply)
-            todo = plan(settings, client.pairs(config_reply), replication, resolve)
+            current = client.pairs(config_reply)
+            todo = plan(settings, current, replication, resolve, port=address[1])
             if not todo.changes:
                 return LiveResult('unchanged')
             handed_over = None
@@ -223,6 +279,7 @@ def apply_live(
                     target=resolve(settings.announce_host),
                     passwords=passwords,
                     local=address,
+                    transports=transports,
                 )
             applied = _execute(connected, todo, passwords)
             return dataclasses.replace(applied, handover=handed_over)
@@ -239,6 +296,7 @@ def apply_users(
     passwords: Sequence[str],
     address: Address = client.LOCAL,
     timeout: float = client.TIMEOUT,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> LiveResult:
     """Make the running server's client users exactly ``users``, without a restart.
 
@@ -251,7 +309,7 @@ def apply_users(
     import valkey.exceptions  # noqa: PLC0415 - lazy: see the module docstring
 
     try:
-        with client.authenticated(address, passwords, timeout) as connected:
+        with client.authenticated(address, passwords, timeout, transports) as connected:
             if isinstance(connected, client.NoConnection):
                 return LiveResult(connected.status, reason=connected.reason)
             names = typing.cast('list[object]', connected.execute_command('ACL', 'USERS'))
@@ -283,13 +341,13 @@ def _execute(connection: client.Client, todo: Plan, passwords: Sequence[str]) ->
         pipe.execute_command('CONFIG', 'SET', *(x for pair in todo.config.items() for x in pair))
     if todo.role is not None:
         pipe.execute_command('REPLICAOF', *todo.role)
-    if todo.reannounce:
+    if todo.reconnect:
         pipe.execute_command('CLIENT', 'KILL', 'TYPE', 'master')
     replies = pipe.execute(raise_on_error=False)
     commands = [
         *(['CONFIG SET ' + ' '.join(todo.config)] if todo.config else []),
         *([f'REPLICAOF {" ".join(todo.role)}'] if todo.role is not None else []),
-        *(['CLIENT KILL TYPE master'] if todo.reannounce else []),
+        *(['CLIENT KILL TYPE master'] if todo.reconnect else []),
     ]
     for command, reply in zip(commands, replies, strict=True):
         # Any error counts: a server still loading its dataset answers

@@ -58,14 +58,14 @@ PRIMARY = {'role': 'master'}
 def test_a_server_that_runs_the_file_needs_nothing() -> None:
     desired = settings()
     todo = live.plan(desired, running(desired), FOLLOWING)
-    assert todo == live.Plan(config={}, role=None, reannounce=False)
+    assert todo == live.Plan(config={}, role=None, reconnect=False)
 
 
 def test_without_an_announced_name_the_servers_own_is_left_alone() -> None:
     desired = dataclasses.replace(settings(), announce_host=None)
     current = {**running(desired), 'replica-announce-ip': '10.1.2.3'}
     todo = live.plan(desired, current, FOLLOWING)
-    assert todo == live.Plan(config={}, role=None, reannounce=False)
+    assert todo == live.Plan(config={}, role=None, reconnect=False)
     assert todo.changes == ()
 
 
@@ -118,10 +118,10 @@ def test_a_connected_replica_that_announces_a_new_name_reconnects_once() -> None
     current = {**running(settings()), 'replica-announce-ip': ''}
     todo = live.plan(settings(), current, FOLLOWING)
     assert todo.config == {'replica-announce-ip': OWN_NAME}
-    assert todo.reannounce
+    assert todo.reconnect
     # A primary has no link to drop; a new REPLICAOF connects anyway.
-    assert not live.plan(settings(primary=None), current, PRIMARY).reannounce
-    assert not live.plan(settings(), current, PRIMARY).reannounce
+    assert not live.plan(settings(primary=None), current, PRIMARY).reconnect
+    assert not live.plan(settings(), current, PRIMARY).reconnect
 
 
 def test_only_failures_need_a_restart() -> None:
@@ -216,7 +216,7 @@ class FakeServer:
             if error is not None:
                 raise valkey.exceptions.ResponseError(error)
         if name == 'CONFIG' and args[1] == 'GET':
-            return [x for key in args[2:] for x in (key, self.config[str(key)])]
+            return [x for key in args[2:] for x in (key, self.config.get(str(key), ''))]
         if name == 'CONFIG':
             pairs = [str(x) for x in args[2:]]
             self.config |= dict(zip(pairs[::2], pairs[1::2], strict=True))
@@ -277,7 +277,9 @@ Servers = dict[client.Address, FakeServer]
 def servers(monkeypatch: pytest.MonkeyPatch) -> dict[client.Address, FakeServer]:
     known: dict[client.Address, FakeServer] = {}
 
-    def connect(address: client.Address, password: str, timeout: float) -> FakeClient:
+    def connect(
+        address: client.Address, password: str, timeout: float, transport: client.Transport
+    ) -> FakeClient:
         server = known.get(address)
         if server is None:
             raise valkey.exceptions.ConnectionError('Connection refused.')
@@ -370,6 +372,7 @@ def test_a_promotion_asks_a_primary_that_still_answers_to_hand_over_first(
             'target': (OWN_NAME, 6379),
             'passwords': ['pw', 'old'],
             'local': client.LOCAL,
+            'transports': client.PLAINTEXT,  # as this unit's own server is reached
         }
     ]
     assert handed.handover == handover.HandoverResult('switched', seconds=0.003)
