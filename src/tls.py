@@ -18,11 +18,17 @@ changes when leadership moves:
 * Turning TLS on or off, and every renewal, is a change of the rendered file
   like any other: the charm applies it to the running server live.
 
-Each certificate the unit serves lives in a directory of its own under
-:data:`TLS_DIR`, named after the certificate (never after the key), so a
-renewal changes the paths in the file: the file changes, and the running
-server loads the new files with one ``CONFIG SET``. Directories no file
-refers to any more are removed once the server runs the new one.
+Each certificate the unit serves lives in a directory of its own
+(``workload.config.TlsMaterial``), so a renewal changes the paths in the
+file: the file changes, and the running server loads the new files with one
+``CONFIG SET``. Directories no file names any more are removed once the
+server runs the new file, and all of them when the relation goes.
+
+Renewal is part of the same reconcile: once :data:`RENEWAL_POINT` of the
+certificate's validity has passed (the library gives its secret that expiry,
+so Juju sends ``secret-expired`` then; ``update-status`` catches it too), the
+library asks for a new one with the same key, and the unit serves the
+current one until the provider answers.
 
 What the provider sends is checked before anything is written: a certificate
 without the names above, expired or not yet valid, not matching this unit's
@@ -32,32 +38,189 @@ an expired certificate (valkey-io/valkey#2999): a server restarted on one
 would not start at all.
 
 The library (with cryptography and pydantic) is imported only in hooks where
-the ``certificates`` relation exists: the others never pay for it.
+the ``certificates`` relation exists: the others never pay for it. It is
+made during the hook, so its own event observers never run; this charm's one
+reconcile path calls its ``sync()`` instead, on every event.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
+import ops
+
+from workload.config import TlsMaterial
+from workload.container import installed_tls
+
 if TYPE_CHECKING:
+    from charmlibs.interfaces.tls_certificates import (
+        CertificateRequestAttributes,
+        TLSCertificatesRequiresV4,
+    )
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+logger = logging.getLogger(__name__)
+
 ENDPOINT: Final = 'certificates'
-TLS_DIR: Final = '/run/valkey/tls'
-"""Beside the config file, outside the data volume: a key is never in a storage snapshot."""
-CERT_FILE: Final = 'cert.pem'
-KEY_FILE: Final = 'key.pem'
-CA_FILE: Final = 'ca.pem'
 RENEWAL_POINT: Final = 0.9
 """Ask for a new certificate once this fraction of the current one's validity has passed.
 
-The library's own default (``renewal_relative_time``): the expiry it gives the
-certificate's secret, which makes Juju send ``secret-expired`` then."""
+The library's own default (``renewal_relative_time``): it gives the secret
+holding the certificate that expiry, and Juju sends ``secret-expired`` then."""
+_LIBRARY_SECRETS: Final = 'afd8c2bccf834997afce12c2706d2ede-'
+"""How the library's secret labels start (its LIBID): this unit's key and certificates."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Encryption:
+    """What this unit serves over TLS from now on, and what stands in the way of better."""
+
+    material: TlsMaterial | None
+    """The certificate, CA and key to serve; ``None``: plaintext."""
+    problem: ops.StatusBase | None = None
+    """Why the unit does not serve the provider's current certificate, for collect-status."""
+
+
+def reconcile(charm: ops.CharmBase, container: ops.Container, unit_address: str) -> Encryption:
+    """Ask for this unit's certificate, and say what the unit should serve (any unit).
+
+    No relation: plaintext. With it: the provider's certificate for this unit
+    once it has signed one that passes :func:`validate`; until then, and
+    whenever its answer cannot be used, whatever the unit served before
+    (plaintext at first; the last good certificate later), with a status
+    that says why.
+    """
+    relation = charm.model.get_relation(ENDPOINT)
+    if relation is None:
+        return Encryption(None)
+    provider = relation.app.name if relation.app is not None else 'the provider'
+    names = names_for(unit_address, charm.app.name, charm.model.name)
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        offered = _offered(charm, names, provider, now)
+    except ops.ModelError as e:
+        # Juju refused a secret or relation-data call: the next event retries.
+        logger.warning('Could not read or write the %s relation: %s', ENDPOINT, type(e).__name__)
+        offered = ops.WaitingStatus(
+            f'{ENDPOINT}: Juju refused a call ({type(e).__name__}); retrying'
+        )
+    if isinstance(offered, TlsMaterial):
+        return Encryption(offered)
+    served = installed_tls(container) if container.can_connect() else None
+    if served is None:
+        return Encryption(None, offered)
+    expires = expiry(served.certificate_chain)
+    if isinstance(offered, ops.WaitingStatus) and now < expires:
+        # A renewal (or a first answer) on its way; the current one still serves.
+        logger.info(
+            'Serving the current certificate (expires %s): %s', _day(expires), offered.message
+        )
+        return Encryption(served)
+    kept = f'{offered.message}; serving the previous certificate (expires {_day(expires)})'
+    return Encryption(served, type(offered)(kept))
+
+
+def forget_private_key(charm: ops.CharmBase) -> None:
+    """Remove this unit's private key secret: the ``certificates`` relation is gone.
+
+    The library does the same in its own ``relation-broken`` handler; this
+    charm makes the library only in hooks that need it, so it asks here.
+    """
+    requirer = _requirer(charm, (common_name(charm.unit.name),))
+    secret_id = requirer.get_private_key_secret_id()
+    if secret_id is not None:
+        charm.model.get_secret(id=secret_id).remove_all_revisions()
+        logger.info("Removed this unit's TLS private key")
+
+
+def owns_secret(label: str | None) -> bool:
+    """Whether a secret is one the library made for this unit (its key, its certificates)."""
+    return label is not None and label.startswith(_LIBRARY_SECRETS)
+
+
+def _offered(
+    charm: ops.CharmBase, names: Sequence[str], provider: str, now: datetime.datetime
+) -> TlsMaterial | ops.StatusBase:
+    """The provider's certificate for this unit, checked; or why there is none to serve."""
+    request = _request(charm.unit.name, names)
+    requirer = _requirer(charm, names, request)
+    # The key (made once, kept in a secret of this unit), the request in this
+    # unit's databag, the certificate read back: what the library does on its events.
+    requirer.sync()
+    assigned, key = requirer.get_assigned_certificate(request)
+    if assigned is not None and key is not None:
+        checked = validate(
+            certificate=str(assigned.certificate),
+            chain=[str(c) for c in assigned.chain],
+            ca=str(assigned.ca),
+            private_key=str(key),
+            names=names,
+            now=now,
+        )
+        if isinstance(checked, str):
+            return ops.BlockedStatus(f'{ENDPOINT}: {checked}; ask {provider} for a new one')
+        start, end = assigned.certificate.validity_start_time, assigned.certificate.expiry_time
+        if renewal_due(start, end, now):
+            # The library asks anew with the same key; this one serves until the answer.
+            requirer.renew_certificate(assigned)
+            logger.info('Asked %s to renew the certificate (expires %s)', provider, _day(end))
+        return checked
+    mine = {
+        str(r.certificate_signing_request) for r in requirer.get_csrs_from_requirer_relation_data()
+    }
+    for refused in requirer.get_request_errors():
+        if str(refused.certificate_signing_request) in mine:
+            return ops.BlockedStatus(
+                f"{ENDPOINT}: {provider} refused this unit's request: {refused.error.message}"
+            )
+    for answer in requirer.get_provider_certificates():
+        if str(answer.certificate_signing_request) in mine and key is not None:
+            # The library set it aside: say why, in the same words as any other.
+            checked = validate(
+                certificate=str(answer.certificate),
+                chain=[str(c) for c in answer.chain],
+                ca=str(answer.ca),
+                private_key=str(key),
+                names=names,
+                now=now,
+            )
+            why = checked if isinstance(checked, str) else 'the certificate is a CA certificate'
+            return ops.BlockedStatus(f'{ENDPOINT}: {why}; ask {provider} for a new one')
+    return ops.WaitingStatus(f"{ENDPOINT}: waiting for {provider} to sign this unit's certificate")
+
+
+def _request(unit_name: str, names: Sequence[str]) -> CertificateRequestAttributes:
+    from charmlibs.interfaces.tls_certificates import CertificateRequestAttributes  # noqa: PLC0415
+
+    return CertificateRequestAttributes(common_name=common_name(unit_name), sans_dns=names)
+
+
+def _requirer(
+    charm: ops.CharmBase,
+    names: Sequence[str],
+    request: CertificateRequestAttributes | None = None,
+) -> TLSCertificatesRequiresV4:
+    """The library's requirer, made during the hook: its own observers never run.
+
+    Made in ``__init__`` it would observe events (and cost its import) in every
+    hook; made here, its observers are registered after the event was
+    dispatched, and this charm's one reconcile path calls ``sync()`` instead.
+    """
+    from charmlibs.interfaces.tls_certificates import (  # noqa: PLC0415
+        Mode,
+        TLSCertificatesRequiresV4,
+    )
+
+    requests = [request or _request(charm.unit.name, names)]
+    # Unit mode: each unit its own key, request and certificate. Not leader-only.
+    return TLSCertificatesRequiresV4(
+        charm, ENDPOINT, certificate_requests=requests, mode=Mode.UNIT
+    )
 
 
 def primary_service_names(app_name: str, model_name: str) -> tuple[str, ...]:
@@ -84,25 +247,9 @@ def common_name(unit_name: str) -> str:
     return unit_name.replace('/', '-')[:64]
 
 
-@dataclasses.dataclass(frozen=True)
-class Bundle:
-    """What one unit serves: its certificate (with intermediates), the CA, and its key."""
-
-    certificate_chain: str
-    """PEM: the unit's certificate first, then each intermediate up to (not including) the CA."""
-    ca: str
-    """PEM: the CA certificate clients and replicas verify the chain with."""
-    private_key: str = dataclasses.field(repr=False)
-    """PEM: the unit's private key. Never logged, never in a status or in the Pebble plan."""
-
-    @property
-    def directory(self) -> str:
-        """Where the files go: named after the certificate and the CA, never the key."""
-        digest = hashlib.sha256(f'{self.certificate_chain}\n{self.ca}'.encode()).hexdigest()
-        return f'{TLS_DIR}/{digest[:16]}'
-
-
-def renewal_due(not_before: datetime.datetime, not_after: datetime.datetime, now: datetime.datetime) -> bool:
+def renewal_due(
+    not_before: datetime.datetime, not_after: datetime.datetime, now: datetime.datetime
+) -> bool:
     """Whether :data:`RENEWAL_POINT` of the certificate's validity has passed."""
     return now >= not_before + (not_after - not_before) * RENEWAL_POINT
 
@@ -115,8 +262,8 @@ def validate(
     private_key: str,
     names: Sequence[str],
     now: datetime.datetime,
-) -> Bundle | str:
-    """The bundle to serve, or why the provider's answer cannot be served (for a status).
+) -> TlsMaterial | str:
+    """What to serve, or why the provider's answer cannot be served (for a status).
 
     Args:
         certificate: the unit's certificate (PEM), as the provider sent it.
@@ -157,7 +304,7 @@ def validate(
     if path is None:
         return 'the certificate is not signed by the CA sent with it'
     pem = serialization.Encoding.PEM
-    return Bundle(
+    return TlsMaterial(
         certificate_chain=''.join(c.public_bytes(pem).decode() for c in path),
         ca=authority.public_bytes(pem).decode(),
         private_key=private_key,

@@ -130,19 +130,23 @@ class TlsMaterial:
 
     @property
     def directory(self) -> str:
+        """``TLS_DIR/<16 hex digits of the SHA-256 of the certificate chain and CA>``."""
         digest = hashlib.sha256(f'{self.certificate_chain}\n{self.ca}'.encode()).hexdigest()
         return f'{TLS_DIR}/{digest[:16]}'
 
     @property
     def cert_file(self) -> str:
+        """The path of ``cert.pem`` in the directory."""
         return f'{self.directory}/cert.pem'
 
     @property
     def key_file(self) -> str:
+        """The path of ``key.pem`` in the directory."""
         return f'{self.directory}/key.pem'
 
     @property
     def ca_file(self) -> str:
+        """The path of ``ca.pem`` in the directory."""
         return f'{self.directory}/ca.pem'
 
 

@@ -86,6 +86,8 @@ def hand_over(
             unit catches up.
         connect_timeout: how long the old primary has to answer at all; past
             it the result is ``unreachable`` and the caller promotes directly.
+        transports: how to reach the servers, in order (TLS with the unit's CA,
+            or plaintext): what this unit's server was started with first.
     """
     import valkey.exceptions  # noqa: PLC0415
 
