@@ -27,11 +27,12 @@ import ops
 
 import leadership
 import password_secret
+import tls
 from charm_config import PasswordConfig, applicable
 from leadership import PEER_ENDPOINT, LeaderRecord, LeadershipLostError, Role, most_severe
 from password_secret import AppPassword
 from workload import container as valkey_container
-from workload.config import AclUser
+from workload.config import AclUser, TlsMaterial
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         framework.observe(self.on.rotate_password_action, self._on_rotate_password)
         framework.observe(self.on.upgrade_charm, self._on_upgrade_charm)
         framework.observe(self.on.secret_remove, self._on_secret_remove)
+        framework.observe(self.on[tls.ENDPOINT].relation_broken, self._on_certificates_broken)
         # Every other event that can bring new inputs runs the same reconcile.
         for event in (
             self.on.install,
@@ -74,6 +76,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
             self.on.secret_changed,  # a new revision of a secret this unit reads
             self.on[CLIENT_ENDPOINT].relation_changed,  # a client asked for its user
             self.on[CLIENT_ENDPOINT].relation_broken,  # its user goes, on every unit
+            self.on[tls.ENDPOINT].relation_created,  # each unit asks for its certificate
+            self.on[tls.ENDPOINT].relation_changed,  # the provider signed it (or renewed it)
+            self.on.secret_expired,  # this unit's certificate is due for renewal
             self.on.update_status,  # retries whatever the last event could not finish
         ):
             framework.observe(event, self._on_input_changed)
@@ -100,6 +105,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     def _on_input_changed(self, _: ops.EventBase) -> None:
         self._reconcile()
+
+    def _on_certificates_broken(self, _: ops.RelationBrokenEvent) -> None:
+        # Every unit, leader or not: each had its own key and certificate.
+        tls.forget_private_key(self)
+        self._reconcile()  # no relation any more: plaintext, and the files go
 
     def _on_rotate_password(self, event: ops.ActionEvent) -> None:
         try:
@@ -139,8 +149,12 @@ class ValkeyLeaderCharm(ops.CharmBase):
         event.set_results({'result': result, 'secret-id': rotated.secret_id})
 
     def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
-        # Sent to the owner (the application, so the leader) once no unit tracks
-        # an old revision; only the leader may remove it.
+        # Sent to the owner once no unit tracks an old revision. This unit owns
+        # its certificate secrets (any unit); the application owns the others
+        # (only the leader may remove those).
+        if tls.owns_secret(event.secret.label):
+            self._remove_revision(event)
+            return
         if not self.unit.is_leader():
             return
         import clients  # noqa: PLC0415 - only here: a rare event
@@ -148,6 +162,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
         label = event.secret.label
         if label != password_secret.LABEL and not clients.owns_secret(label):
             return
+        self._remove_revision(event)
+
+    def _remove_revision(self, event: ops.SecretRemoveEvent) -> None:
         try:
             event.remove_revision()
         except ops.ModelError as e:
@@ -165,25 +182,36 @@ class ValkeyLeaderCharm(ops.CharmBase):
         return problem
 
     def _converge(self, recheck: bool, app_password: AppPassword | None) -> ops.StatusBase | None:
+        # Every unit asks for, and serves, its own certificate: not the leader's job.
+        container = self.unit.get_container(valkey_container.CONTAINER)
+        encryption = tls.reconcile(self, container, self._address)
+        return most_severe(encryption.problem, self._run(recheck, app_password, encryption))
+
+    def _run(
+        self, recheck: bool, app_password: AppPassword | None, encryption: tls.Encryption
+    ) -> ops.StatusBase | None:
         if self.unit.is_leader():
             try:
-                return self._perform_leader_duties(recheck, app_password)
+                return self._perform_leader_duties(recheck, app_password, encryption.material)
             except LeadershipLostError:
                 # Juju moved the lease during this hook: from here on, this unit follows.
                 logger.warning('Lost leadership during the hook; following the published leader')
             except ops.ModelError as e:
                 logger.error('Leader duties failed: %s', type(e).__name__)
                 return ops.WaitingStatus(f'leader duties failed ({type(e).__name__}); retrying')
-        return self._follow_the_leader(recheck)
+        return self._follow_the_leader(recheck, encryption.material)
 
-    def _follow_the_leader(self, recheck: bool) -> ops.StatusBase | None:
+    def _follow_the_leader(
+        self, recheck: bool, tls_material: TlsMaterial | None
+    ) -> ops.StatusBase | None:
         leader = self._leader_to_follow()
         if isinstance(leader, ops.StatusBase):
             return leader
         # A non-leader reads the secret by the id the leader published; it never creates one.
         password = password_secret.read_published(self.model, leader.password_secret_id)
         role = Role.replica_of(leader)
-        return self._configure_workload(role, password, self._client_users(), recheck)
+        users = self._client_users()
+        return self._configure_workload(role, password, users, recheck, tls_material)
 
     def _configure_workload(
         self,
@@ -191,6 +219,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         password: str | ops.StatusBase,
         users: tuple[AclUser, ...],
         recheck: bool,
+        tls_material: TlsMaterial | None,
     ) -> ops.StatusBase | None:
         """Render this unit's file for ``role``; make Valkey run it; or say why not."""
         config, config_problem = applicable(self.load_config, self._stored.last_good_options)
@@ -207,6 +236,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             primary_address=role.replicaof,
             users=users,
             announce_host=self._address,  # a primary lists this unit by it: for a handover
+            tls=tls_material,
         )
         container = self.unit.get_container(valkey_container.CONTAINER)
         templates = self.charm_dir / 'templates'
@@ -222,7 +252,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
     # -- The leader's duties: everything a non-leader must never do, in one place.
 
     def _perform_leader_duties(
-        self, recheck: bool, app_password: AppPassword | None
+        self, recheck: bool, app_password: AppPassword | None, tls_material: TlsMaterial | None
     ) -> ops.StatusBase | None:
         """Secret, clients, this unit's server, Service, peer record; returns a problem.
 
@@ -238,10 +268,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 self.model, previous, before_write=self._ensure_still_leader
             )
         peers = self.model.get_relation(PEER_ENDPOINT)
-        users = self._serve_clients(peers)
+        users = self._serve_clients(peers, tls_material.ca if tls_material else None)
         # Taking the primary role changes the workload of another unit: check right before.
         self._ensure_still_leader()
-        problem = self._configure_workload(Role.PRIMARY, app_password.password, users, recheck)
+        password = app_password.password
+        problem = self._configure_workload(Role.PRIMARY, password, users, recheck, tls_material)
         if recheck or not self._stored.primary_service_applied:
             problem = most_severe(self._point_primary_service_here(), problem)
         record = LeaderRecord(
@@ -281,8 +312,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
         self._stored.primary_service_applied = problem is None
         return problem
 
-    def _serve_clients(self, peers: ops.Relation | None) -> tuple[AclUser, ...]:
-        """Answer every client relation (leader only); the users every unit must render."""
+    def _serve_clients(
+        self, peers: ops.Relation | None, tls_ca: str | None
+    ) -> tuple[AclUser, ...]:
+        """Answer every client relation (leader only); the users every unit must render.
+
+        ``tls_ca``: the CA this unit (the primary) serves TLS with, or ``None``: plaintext.
+        """
         published = peers is not None and peers.data[self.app].get(leadership.CLIENT_USERS_KEY)
         if not self.model.relations[CLIENT_ENDPOINT] and not published:
             self._stored.clients_problem = []
@@ -290,7 +326,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
         import clients  # noqa: PLC0415
 
         served = clients.serve(
-            self, peers, self._stored.valkey_version, before_write=self._ensure_still_leader
+            self,
+            peers,
+            self._stored.valkey_version,
+            tls_ca=tls_ca,
+            before_write=self._ensure_still_leader,
         )
         self._stored.clients_problem = served.remembered_problem  # for collect-status
         return served.users

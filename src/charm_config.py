@@ -19,7 +19,7 @@ from typing import Final, Protocol, TypeVar
 
 import ops
 
-from workload.config import AclUser, ValkeySettings, maxmemory_bytes
+from workload.config import AclUser, TlsMaterial, ValkeySettings, maxmemory_bytes
 
 _T = TypeVar('_T')
 
@@ -103,6 +103,7 @@ class CharmConfig(PasswordConfig):
         primary_address: str | None,
         users: tuple[AclUser, ...] = (),
         announce_host: str | None = None,
+        tls: TlsMaterial | None = None,
     ) -> ValkeySettings:
         """Everything one unit's file depends on: these options, its role, password and users."""
         return ValkeySettings(
@@ -110,6 +111,7 @@ class CharmConfig(PasswordConfig):
             primary_address=primary_address,
             users=users,
             announce_host=announce_host,
+            tls=tls,
             log_level=self.log_level,
             maxmemory=self.maxmemory,
             maxmemory_policy=self.maxmemory_policy,
