@@ -100,7 +100,7 @@ def reconcile(charm: ops.CharmBase, container: ops.Container, unit_address: str)
         return Encryption(None)
     provider = relation.app.name if relation.app is not None else 'the provider'
     names = names_for(unit_address, charm.app.name, charm.model.name)
-    now = datetime.datetime.now(datetime.UTC)
+    now = _now()
     try:
         offered = _offered(charm, names, provider, now)
     except ops.ModelError as e:
@@ -123,6 +123,10 @@ def reconcile(charm: ops.CharmBase, container: ops.Container, unit_address: str)
         return Encryption(served)
     kept = f'{offered.message}; serving the previous certificate (expires {_day(expires)})'
     return Encryption(served, type(offered)(kept))
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def forget_private_key(charm: ops.CharmBase) -> None:
@@ -152,7 +156,8 @@ def _offered(
     # The key (made once, kept in a secret of this unit), the request in this
     # unit's databag, the certificate read back: what the library does on its events.
     requirer.sync()
-    assigned, key = requirer.get_assigned_certificate(request)
+    key = requirer.private_key
+    assigned, _ = requirer.get_assigned_certificate(request)
     if assigned is not None and key is not None:
         checked = validate(
             certificate=str(assigned.certificate),
