@@ -29,9 +29,9 @@ from ops import testing
 
 import tls
 from leadership import unit_address
-from workload.config import TLS_DIR
+from workload.config import TLS_DIR, TlsMaterial
 
-from ..certificates import DAY, HOUR, NOW, PEM, Authority, new_key, pem
+from ..certificates import DAY, HOUR, NOW, PEM, Authority, key_pem, new_key, pem
 from .conftest import (
     APP,
     FakeLive,
@@ -160,9 +160,7 @@ def signed(
     sent_ca = (ca or authority).pem
     entry = {
         'ca': sent_ca,
-        'certificate_signing_request': request.public_bytes(
-            PEM
-        ).decode(),
+        'certificate_signing_request': request.public_bytes(PEM).decode(),
         'certificate': pem(certificate),
         'chain': [pem(certificate), sent_ca],
     }
@@ -279,7 +277,8 @@ def test_a_leadership_change_needs_no_new_certificate(
         line for line in config_before.splitlines() if line.startswith('tls')
     ]  # ...and nothing about TLS
     settings, _ = live_server.calls[-1]
-    assert settings.primary_address is None and settings.tls is not None
+    assert settings.primary_address is None
+    assert settings.tls is not None
     assert out.unit_status == ops.ActiveStatus('primary')
 
 
@@ -361,9 +360,7 @@ def test_an_unusable_answer_changes_nothing_and_says_why(
     assert message in out.unit_status.message
 
 
-@pytest.mark.parametrize(
-    'case', [c for c in BAD_ANSWERS if c != 'never answered'], ids=lambda c: str(c)
-)
+@pytest.mark.parametrize('case', [c for c in BAD_ANSWERS if c != 'never answered'], ids=str)
 def test_an_unusable_renewal_keeps_the_certificate_the_unit_serves(
     tmp_path: Path, authority: Authority, case: str
 ) -> None:
@@ -471,8 +468,99 @@ def test_any_unit_removes_old_revisions_of_its_own_certificate_secrets(tmp_path:
 
 
 def test_the_prefix_is_the_library_s_own() -> None:
-    from charmlibs.interfaces.tls_certificates import _tls_certificates  # noqa: PLC0415
+    from charmlibs.interfaces.tls_certificates import _tls_certificates
 
     assert tls.owns_secret(f'{_tls_certificates.LIBID}-private-key-0-certificates')  # pyright: ignore[reportPrivateUsage]
     assert not tls.owns_secret('admin-password')
     assert not tls.owns_secret(None)
+
+
+# ---------------------------------------------------------------- the pure part
+
+
+def _validate(certificate: str, chain: list[str], ca: str, key: str) -> object:
+    return tls.validate(
+        certificate=certificate, chain=chain, ca=ca, private_key=key, names=names(0), now=NOW
+    )
+
+
+def test_a_chain_through_an_intermediate_is_served_leaf_first_without_the_ca() -> None:
+    root = Authority.new('root')
+    intermediate = Authority.new('intermediate', issuer=root)
+    key = new_key()
+    leaf = intermediate.issue(key.public_key(), names(0))
+    # The provider may send the chain in any order, with the leaf and the CA in it.
+    material = _validate(
+        pem(leaf), [root.pem, pem(leaf), intermediate.pem], root.pem, key_pem(key)
+    )
+    assert isinstance(material, TlsMaterial)
+    assert material.certificate_chain == pem(leaf) + intermediate.pem
+    assert material.ca == root.pem
+    assert 'PRIVATE' not in repr(material), 'the key is not in its repr'
+
+
+def test_a_wildcard_covers_one_label_only() -> None:
+    authority, key = Authority.new(), new_key()
+    wildcard = (f'*.{APP}-endpoints.prod.svc.cluster.local', *names(0)[1:])
+    leaf = authority.issue(key.public_key(), wildcard)
+    assert isinstance(_validate(pem(leaf), [], authority.pem, key_pem(key)), TlsMaterial)
+    too_wide = ('*.svc.cluster.local', *names(0)[1:])
+    leaf = authority.issue(key.public_key(), too_wide)
+    assert _validate(pem(leaf), [], authority.pem, key_pem(key)) == (
+        f'the certificate lacks the name {names(0)[0]}'
+    )
+
+
+def test_unreadable_or_expired_pieces_are_named() -> None:
+    authority, key = Authority.new(), new_key()
+    leaf = pem(authority.issue(key.public_key(), names(0)))
+    assert _validate('not a certificate', [], authority.pem, key_pem(key)) == (
+        'the certificate or its CA is not a PEM certificate'
+    )
+    assert _validate(leaf, [], authority.pem, 'not a key') == (
+        "this unit's private key cannot be read"
+    )
+    old_ca = Authority.new(not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+    leaf_of_old = pem(old_ca.issue(key.public_key(), names(0)))
+    message = _validate(leaf_of_old, [], old_ca.pem, key_pem(key))
+    assert isinstance(message, str)
+    assert message.startswith('its CA expired on')
+    no_names = pem(authority.issue(key.public_key(), ()))
+    assert _validate(no_names, [], authority.pem, key_pem(key)) == (
+        f'the certificate lacks the name {names(0)[0]} (and 3 more)'
+    )
+
+
+def test_renewal_is_due_at_ninety_percent_of_the_validity() -> None:
+    start, end = NOW, NOW + 10 * DAY
+    assert not tls.renewal_due(start, end, NOW + 8 * DAY)
+    assert tls.renewal_due(start, end, NOW + 9 * DAY)
+
+
+def test_the_common_name_fits_the_64_characters_a_cn_may_hold() -> None:
+    assert tls.common_name('valkey/3') == 'valkey-3'
+    assert len(tls.common_name('v' * 70 + '/0')) == 64
+
+
+# ---------------------------------------------------------------- clients
+
+
+def test_clients_are_told_to_use_tls_and_which_ca_to_trust(
+    tmp_path: Path, authority: Authority
+) -> None:
+    from .test_clients import client_relation, responses
+
+    unit = make_unit(tmp_path)
+    unit.state = dataclasses.replace(
+        unit.state, relations={*unit.state.relations, client_relation(40)}
+    )
+    out = unit.run(unit.ctx.on.update_status())
+    (plain,) = responses(out, 40)
+    assert plain.get('secret-tls') is None, 'no TLS yet: no TLS secret'
+    unit.run()
+    unit.answer(signed(unit, authority))
+    out = unit.run()
+    (answer,) = responses(out, 40)
+    (secret,) = [s for s in out.secrets if s.id == answer['secret-tls']]
+    assert secret.latest_content == {'tls': 'true', 'tls-ca': authority.pem}
+    assert secret.remote_grants == {40: {'myapp'}}
