@@ -98,7 +98,7 @@ def reconcile(charm: ops.CharmBase, container: ops.Container, unit_address: str)
     relation = charm.model.get_relation(ENDPOINT)
     if relation is None:
         return Encryption(None)
-    provider = relation.app.name if relation.app is not None else 'the provider'
+    provider = relation.app.name
     names = names_for(unit_address, charm.app.name, charm.model.name)
     now = _now()
     try:
@@ -126,7 +126,7 @@ def reconcile(charm: ops.CharmBase, container: ops.Container, unit_address: str)
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def forget_private_key(charm: ops.CharmBase) -> None:

@@ -445,7 +445,9 @@ def test_removing_the_relation_turns_tls_off_and_removes_the_key(
     config = unit.config()
     assert 'port 6379' in config.splitlines()
     assert 'tls' not in config
-    assert [s for s in out.secrets if tls.owns_secret(s.label) and 'private-key' in s.label] == []
+    assert [
+        s for s in out.secrets if tls.owns_secret(s.label) and 'private-key' in (s.label or '')
+    ] == []
     settings, _ = live_server.calls[-1]
     assert settings.tls is None
     assert out.unit_status == ops.ActiveStatus('primary')
