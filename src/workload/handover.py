@@ -123,6 +123,21 @@ def hand_over(
         return done('unreachable', f'a server stopped answering ({type(e).__name__})')
 
 
+def _announces(mine: client.Client, target: client.Address) -> bool:
+    """Whether ``target`` is how this unit's server announces itself.
+
+    Its ``replica-announce-ip``, and the port it listens on: ``tls-port``
+    while TLS is on (``port`` is then 0).
+    """
+    announced = client.pairs(
+        mine.execute_command('CONFIG', 'GET', 'replica-announce-ip', 'port', 'tls-port')
+    )
+    listening = announced.get('port')
+    if listening == '0':
+        listening = announced.get('tls-port')
+    return (announced.get('replica-announce-ip'), listening) == (target[0], str(target[1]))
+
+
 def _pause_and_swap(
     old: client.Client, mine: client.Client, target: client.Address, timeout_ms: int
 ) -> tuple[HandoverStatus, str]:
@@ -153,11 +168,9 @@ def _pause_and_swap(
     """
     import valkey.exceptions  # noqa: PLC0415
 
-    # The old primary will replicate from ``target``: it must be this unit's
-    # server, as it announces itself (its replica-announce-ip and port).
-    announced = client.pairs(mine.execute_command('CONFIG', 'GET', 'replica-announce-ip', 'port'))
-    host, port = target[0], str(target[1])
-    if (announced.get('replica-announce-ip'), announced.get('port')) != (host, port):
+    # The old primary will replicate from ``target``: it must be this unit's server.
+    if not _announces(mine, target):
+        host, port = target
         return 'refused', f'{host}:{port} is not this unit: not a replica to hand over to'
     deadline = time.monotonic() + timeout_ms / 1000 * 0.8  # well inside the pause
     try:
