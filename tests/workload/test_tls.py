@@ -34,6 +34,7 @@ import os
 import shutil
 import threading
 import time
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -100,7 +101,7 @@ class Unit:
     def identity(self) -> tuple[int | None, object]:
         """Process id and run_id: both change on a restart."""
         with self.connect(self.ca) as conn:
-            return self.server.pid, dict(conn.info('server'))['run_id']  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+            return self.server.pid, info(conn, 'server')['run_id']
 
     @property
     def ca(self) -> str | None:
@@ -108,7 +109,16 @@ class Unit:
 
     def replication(self) -> dict[str, object]:
         with self.connect(self.ca) as conn:
-            return dict(conn.info('replication'))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+            return info(conn, 'replication')
+
+
+def command(conn: valkey.Valkey, *args: str | int) -> object:
+    reply = conn.execute_command(*args)  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    return typing.cast('object', reply)
+
+
+def info(conn: valkey.Valkey, section: str) -> dict[str, object]:
+    return dict(typing.cast('dict[str, object]', command(conn, 'INFO', section)))
 
 
 def connect(port: int, ca: str | None, timeout: float = 2.0) -> valkey.Valkey:
@@ -277,7 +287,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 def refuses_plaintext(unit: Unit) -> bool:
     try:
         with connect(unit.server.port, None, timeout=1.0) as conn:
-            conn.ping()
+            command(conn, 'PING')
     except valkey.exceptions.ConnectionError:
         return True
     return False
@@ -352,8 +362,10 @@ def test_tls_on_renewal_leadership_change_and_off_live_with_a_client_writing(
     # 0 restarts, 0 acknowledged writes lost.
     assert [unit.identity() for unit in units] == identities
     with new_leader.connect(None) as conn:
-        stored = conn.mget([f'key{i}' for i in writer.acknowledged])  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-    missing = [i for i, value in zip(writer.acknowledged, stored, strict=True) if value is None]  # pyright: ignore[reportUnknownArgumentType]
+        stored = typing.cast(
+            'list[str | None]', command(conn, 'MGET', *[f'key{i}' for i in writer.acknowledged])
+        )
+    missing = [i for i, value in zip(writer.acknowledged, stored, strict=True) if value is None]
     assert missing == []
     assert len(writer.acknowledged) > 200
     print(  # the figures docs/tls.md quotes (pytest -s)
