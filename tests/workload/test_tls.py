@@ -139,6 +139,13 @@ def connect(port: int, ca: str | None, timeout: float = 2.0) -> valkey.Valkey:
     )
 
 
+def _close(conn: valkey.Valkey | None) -> None:
+    """Close every socket of ``conn`` (warnings are errors: none may be left open)."""
+    if conn is not None:
+        conn.close()
+        conn.connection_pool.disconnect()
+
+
 class Writer(threading.Thread):
     """Writes ``key<n>`` to the primary without pause; reconnects (TLS or not) as told.
 
@@ -162,17 +169,19 @@ class Writer(threading.Thread):
         while not self._done.is_set() and time.monotonic() < deadline:
             try:
                 if conn is None or target != (self.port, self.ca):
+                    _close(conn)
                     target = (self.port, self.ca)
                     conn = connect(*target)
                 conn.execute_command('SET', f'key{index}', index)  # pyright: ignore[reportUnknownMemberType]
             except valkey.exceptions.ValkeyError:
                 self.failures += 1
-                conn = None
+                conn = _close(conn)
                 time.sleep(0.002)
                 continue
             self.acknowledged.append(index)
             index += 1
             time.sleep(0.001)
+        _close(conn)
 
     def finish(self) -> None:
         self._done.set()
