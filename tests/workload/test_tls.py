@@ -143,7 +143,7 @@ def _close(conn: valkey.Valkey | None) -> None:
     """Close every socket of ``conn`` (warnings are errors: none may be left open)."""
     if conn is not None:
         conn.close()
-        conn.connection_pool.disconnect()
+        conn.connection_pool.disconnect()  # pyright: ignore[reportUnknownMemberType]
 
 
 class Writer(threading.Thread):
