@@ -92,7 +92,7 @@ from tests.simulation.driver import PRIMARY_SERVICE, Application, Hook  # noqa: 
 from tests.workload import valkey_server  # noqa: E402
 from tests.workload.charm_unit import unit_name  # noqa: E402
 from tests.workload.continuous_writes import Writer, connect  # noqa: E402
-from workload import handover, live  # noqa: E402
+from workload import handover, live, primary_choice  # noqa: E402
 
 SIZES: Final = {'100k': 100_000, '1M': 1_000_000, '3.3M': 3_300_000}
 """Dataset name -> keys (90-byte values): about 24 MB, 150 MB and 430 MB of used_memory."""
@@ -135,14 +135,20 @@ def live_path_switched_off() -> Generator[None]:
 
     ``refused`` is an answer the charm already handles (a server that refused
     a command): it logs the reason and restarts the service on the file it
-    pushed, so a new leader is promoted by that restart (``apply_live`` is the
-    only caller of ``hand_over``: no handover either). Kept in the benchmark:
+    pushed, so a new leader is promoted by that restart (the leader's choice of
+    primary is switched off too: no servers read, no handover). Kept in the benchmark:
     the charm has no such switch.
     """
     apply_refused = live.LiveResult('refused', reason='live apply switched off for the benchmark')
+
+    def leader_takes_it(**kwargs: Any) -> primary_choice.Chosen:
+        return primary_choice.Chosen(kwargs['leader'])
+
     with contextlib.ExitStack() as stack:
         for name in ('apply_live', 'apply_users'):
             stack.enter_context(mock.patch.object(live, name, return_value=apply_refused))
+        # No servers read, no handover: the leader's file says primary, and a restart makes it so.
+        stack.enter_context(mock.patch.object(primary_choice, 'settle', leader_takes_it))
         yield
 
 

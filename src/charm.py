@@ -11,8 +11,12 @@ A reference for the ops how-to "Manage leadership changes"
 * The leader tells the other units who leads by writing the peer relation's
   application databag; they react to ``valkey-peers-relation-changed``.
 * Only the leader writes the application secret, the peer databag and the
-  Service, and takes the primary role; it checks ``is_leader()`` again right
+  Service, and chooses the primary; it checks ``is_leader()`` again right
   before each: Juju guarantees leadership for only 30 s after the last check.
+* Leadership is not data: the leader takes the primary role only from a live
+  primary that handed over to it, or, with none alive, when its server has
+  every write. Until then the server with the writes acts for it, and the
+  leader publishes that.
 * Nothing leader-only is deferred: a deferred event re-runs later, when this
   unit may no longer lead. Every event runs one idempotent reconcile instead,
   and the next event retries whatever could not be done.
@@ -53,7 +57,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             last_good_options={},  # a leadership change must reach the file while Blocked
             file_role='',  # what the unit's config file makes it: what its status says
             problem=[],  # why the last reconcile could not finish: [status name, message]
-            primary_service_applied=False,  # since this unit was last elected
+            service_selects='',  # the unit whose pod this unit last pointed <app>-primary at
             valkey_version='',  # what clients are told
             clients_problem=[],  # the first client relation the leader could not serve
         )
@@ -96,8 +100,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
         self._reconcile()
 
     def _on_peers_changed(self, _: ops.RelationChangedEvent) -> None:
-        # The leader published a new record: follow the new leader, or the new password.
-        self._reconcile()
+        # The leader published a new record: follow the new primary, or the new password.
+        # The server it names may have changed role since: check it, not just the record.
+        self._reconcile(recheck_outside_juju=True)
 
     def _on_upgrade_charm(self, _: ops.UpgradeCharmEvent) -> None:
         # As on leader-elected (new code may define the Service anew; `juju refresh` repairs it).
@@ -209,7 +214,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
             return leader
         # A non-leader reads the secret by the id the leader published; it never creates one.
         password = password_secret.read_published(self.model, leader.password_secret_id)
-        role = Role.replica_of(leader)
+        # The published primary: the leader's server, or the one acting for it (maybe this one).
+        role = Role.in_record(leader, self.unit.name)
+        # What the last hook could not finish (a primary not ready yet) is checked again.
+        recheck = recheck or bool(self._stored.problem)
         users = self._client_users()
         return self._configure_workload(role, password, users, recheck, tls_material)
 
@@ -220,6 +228,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
         users: tuple[AclUser, ...],
         recheck: bool,
         tls_material: TlsMaterial | None,
+        *,
+        may_promote: bool = False,
     ) -> ops.StatusBase | None:
         """Render this unit's file for ``role``; make Valkey run it; or say why not."""
         config, config_problem = applicable(self.load_config, self._stored.last_good_options)
@@ -237,16 +247,21 @@ class ValkeyLeaderCharm(ops.CharmBase):
             users=users,
             announce_host=self._address,  # a primary lists this unit by it: for a handover
             tls=tls_material,
+            min_replicas_to_write=self._replicas_to_wait_for(),
         )
         container = self.unit.get_container(valkey_container.CONTAINER)
         templates = self.charm_dir / 'templates'
-        applied = valkey_container.configure(container, settings, templates, recheck=recheck)
+        applied = valkey_container.configure(
+            container, settings, templates, recheck=recheck, may_promote=may_promote
+        )
         if isinstance(applied, ops.StatusBase):
             return applied
         self._stored.file_role = str(role)
         if applied.version:
             self.unit.set_workload_version(applied.version)
             self._stored.valkey_version = applied.version
+        if applied.waiting:
+            return ops.WaitingStatus(f'{role}, not yet: {applied.waiting}')
         return None
 
     # -- The leader's duties: everything a non-leader must never do, in one place.
@@ -258,8 +273,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
         1. The app secret with the password: a new leader reuses its predecessor's.
         2. Every client relation's user, answer and secret; the users, for the others.
-        3. This unit's server becomes the primary: the old one hands over if it answers.
-        4. The ``<app>-primary`` Kubernetes Service selects this unit's pod.
+        3. The leader chooses the primary from what every server says now, and never
+           one with less data: its own server once the live primary handed over;
+           until then, the server that has the writes acts for it.
+        4. The ``<app>-primary`` Kubernetes Service selects that server's pod.
         5. The leader record in the peer application databag: how the others learn.
         """
         previous = self._published_record()
@@ -269,17 +286,29 @@ class ValkeyLeaderCharm(ops.CharmBase):
             )
         peers = self.model.get_relation(PEER_ENDPOINT)
         users = self._serve_clients(peers, tls_material.ca if tls_material else None)
-        # Taking the primary role changes the workload of another unit: check right before.
-        self._ensure_still_leader()
         password = app_password.password
-        problem = self._configure_workload(Role.PRIMARY, password, users, recheck, tls_material)
-        if recheck or not self._stored.primary_service_applied:
-            problem = most_severe(self._point_primary_service_here(), problem)
+        # Choosing the primary changes the workload of other units: check right before.
+        self._ensure_still_leader()
+        role, roles_changed = self._choose_primary(peers, password, previous)
+        # With peers, every leader hook compares its server with its file, not only
+        # leader-elected: another unit's hook may have changed the server's role.
+        check_server = recheck or (peers is not None and bool(peers.units))
+        problem = self._configure_workload(
+            role, password, users, check_server, tls_material, may_promote=role == Role.PRIMARY
+        )
+        selects = role.primary_unit or self.unit.name
+        # A role this hook had to change was changed by someone else first (a leader
+        # that lost its lease): that one may have re-pointed the Service too.
+        if recheck or roles_changed or self._stored.service_selects != selects:
+            problem = most_severe(self._point_primary_service_at(selects), problem)
         record = LeaderRecord(
             unit=self.unit.name,
             address=self._address,
             password_secret_id=app_password.secret_id,
             password_revision=app_password.revision,
+            primary_unit=role.primary_unit,
+            primary_address=role.primary_address,
+            primary_reason=role.acting_because,
         )
         # No peer relation before Juju creates it (right after install):
         # relation-created runs us again. An unchanged record is not rewritten:
@@ -288,8 +317,38 @@ class ValkeyLeaderCharm(ops.CharmBase):
             # The handover and the Kubernetes call above may have been slow: check again.
             self._ensure_still_leader()
             peers.save(record, self.app)
-            logger.info('Published %s as the leader at %s', record.unit, record.address)
+            logger.info('Published %s as the leader, %s as the primary', record.unit, selects)
         return problem
+
+    def _choose_primary(
+        self, peers: ops.Relation | None, password: str, previous: LeaderRecord | None
+    ) -> tuple[Role, bool]:
+        """This unit's server's role after this hook, and whether any server's role changed."""
+        if peers is None or not peers.units:
+            return Role.PRIMARY, False  # alone: no other server's data to wait for
+        # Imported here: only the leader of several units reads the servers.
+        from workload import client, primary_choice  # noqa: PLC0415
+
+        names = [self.unit.name, *(unit.name for unit in peers.units)]
+        units = {n: leadership.unit_address(n, self.app.name, self.model.name) for n in names}
+        # Only the app password: the others take a new one after this unit (from
+        # its record), so a server that refuses it is read as not answering.
+        chosen = primary_choice.settle(
+            leader=self.unit.name,
+            units=units,
+            published=previous.primary if previous is not None else None,
+            passwords=[password],
+            resolve=client.same_host,
+            local=client.LOCAL,
+            before_change=self._ensure_still_leader,
+        )
+        for change in chosen.changed:
+            logger.info('Primary: %s', change)
+        if chosen.unit == self.unit.name:
+            return Role.PRIMARY, bool(chosen.changed)
+        why = (chosen.reason or 'its server is not ready')[:200]
+        acting = Role('replica', chosen.unit, units[chosen.unit], acting_because=why)
+        return acting, bool(chosen.changed)
 
     def _ensure_still_leader(self) -> None:
         """Confirm leadership right before a leader-only write.
@@ -301,15 +360,15 @@ class ValkeyLeaderCharm(ops.CharmBase):
         if not self.unit.is_leader():
             raise LeadershipLostError
 
-    def _point_primary_service_here(self) -> ops.StatusBase | None:
+    def _point_primary_service_at(self, unit_name: str) -> ops.StatusBase | None:
         # Imported here: only the leader's hooks that talk to Kubernetes pay for lightkube.
         import primary_service  # noqa: PLC0415
 
         # The StatefulSet lookup may be slow: repoint() checks leadership before the write.
         problem = primary_service.repoint(
-            self.app, self.model.name, self.unit.name, before_write=self._ensure_still_leader
+            self.app, self.model.name, unit_name, before_write=self._ensure_still_leader
         )
-        self._stored.primary_service_applied = problem is None
+        self._stored.service_selects = unit_name if problem is None else ''
         return problem
 
     def _serve_clients(
@@ -317,7 +376,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
     ) -> tuple[AclUser, ...]:
         """Answer every client relation (leader only); the users every unit must render.
 
-        ``tls_ca``: the CA this unit (the primary) serves TLS with, or ``None``: plaintext.
+        ``tls_ca``: the CA this unit's certificate came with (every unit's comes from the
+        same provider), or ``None``: plaintext.
         """
         published = peers is not None and peers.data[self.app].get(leadership.CLIENT_USERS_KEY)
         if not self.model.relations[CLIENT_ENDPOINT] and not published:
@@ -350,6 +410,17 @@ class ValkeyLeaderCharm(ops.CharmBase):
         record = leadership.read_record(self.model.get_relation(PEER_ENDPOINT), self.app)
         return leadership.leader_to_follow(record, self.unit.name)
 
+    def _replicas_to_wait_for(self) -> int:
+        """``min-replicas-to-write``: 1 while the application has other units, else 0.
+
+        The same on every unit, so that a replica promoted live already has it.
+        A unit whose pod is deleted stays in the peer relation (Juju keeps the
+        unit): the primary waits for it. Only a scale-down to one unit
+        (``relation-departed``) makes it 0.
+        """
+        peers = self.model.get_relation(PEER_ENDPOINT)
+        return 1 if peers is not None and peers.units else 0
+
     def _published_record(self) -> LeaderRecord | None:
         record = leadership.read_record(self.model.get_relation(PEER_ENDPOINT), self.app)
         return record if isinstance(record, LeaderRecord) else None
@@ -372,10 +443,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
     def _statuses(self) -> list[ops.StatusBase]:
         problem = self._stored.problem
+        leading = self.unit.is_leader()
         return leadership.statuses(
             config_problem=applicable(self.load_config, self._stored.last_good_options)[1],
             last_problem=ops.StatusBase.from_name(*problem) if problem else None,
-            leader=None if self.unit.is_leader() else self._leader_to_follow(),
+            record=self._published_record() if leading else self._leader_to_follow(),
+            unit_name=self.unit.name,
+            leading=leading,
             file_role=self._stored.file_role,
         )
 

@@ -104,6 +104,7 @@ class CharmConfig(PasswordConfig):
         users: tuple[AclUser, ...] = (),
         announce_host: str | None = None,
         tls: TlsMaterial | None = None,
+        min_replicas_to_write: int = 0,
     ) -> ValkeySettings:
         """Everything one unit's file depends on: these options, its role, password and users."""
         return ValkeySettings(
@@ -112,6 +113,7 @@ class CharmConfig(PasswordConfig):
             users=users,
             announce_host=announce_host,
             tls=tls,
+            min_replicas_to_write=min_replicas_to_write,
             log_level=self.log_level,
             maxmemory=self.maxmemory,
             maxmemory_policy=self.maxmemory_policy,

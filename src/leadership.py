@@ -33,6 +33,7 @@ _DNS_NAME = re.compile(
     re.IGNORECASE,
 )
 _SECRET_ID = re.compile(r'secret:[0-9A-Za-z/:._-]+')
+_REASON = re.compile(r'[^\x00-\x1f\x7f]{1,200}')
 
 
 class LeadershipLostError(Exception):
@@ -77,6 +78,21 @@ class LeaderRecord:
     It moves with every new revision (``rotate-password``), and the change is
     what wakes the replicas up: they re-read the secret with ``refresh=True``
     and apply the new password live."""
+    primary_unit: str = dataclasses.field(default='', metadata=_alias('primary-unit'))
+    """The unit whose server acts as primary for the leader; empty: the leader's own.
+
+    Leadership is not data: a new leader's server may still be syncing, behind,
+    or unable to take over. Until it can, the server that has the writes stays
+    primary, and every unit (and ``<app>-primary``) must know which one it is."""
+    primary_address: str = dataclasses.field(default='', metadata=_alias('primary-address'))
+    """The acting primary's stable DNS name; empty without ``primary_unit``."""
+    primary_reason: str = dataclasses.field(default='', metadata=_alias('primary-reason'))
+    """Why the leader's server is not the primary, in words for a status."""
+
+    @property
+    def primary(self) -> str:
+        """The unit whose server accepts writes: the acting primary's, or the leader's."""
+        return self.primary_unit or self.unit
 
     def __post_init__(self) -> None:
         """Refuse data that would put something unsafe into a replica's config file."""
@@ -90,6 +106,16 @@ class LeaderRecord:
         revision: object = self.password_revision
         if type(revision) is not int or revision < 0:
             raise ValueError('password-revision is not a non-negative integer')
+        if self.primary_unit == '':
+            if self.primary_address != '' or self.primary_reason != '':
+                raise ValueError('primary-address and primary-reason need a primary-unit')
+            return
+        if not _matches(_UNIT_NAME, self.primary_unit):
+            raise ValueError(f'primary-unit is not a unit name: {self.primary_unit!r}')
+        if not _matches(_DNS_NAME, self.primary_address):
+            raise ValueError(f'primary-address is not a DNS name: {self.primary_address!r}')
+        if not _matches(_REASON, self.primary_reason):
+            raise ValueError('primary-reason is not one line of 1 to 200 characters')
 
 
 def _matches(pattern: re.Pattern[str], value: object) -> bool:
@@ -126,7 +152,8 @@ def leader_to_follow(
 class Role:
     """What a unit's config file makes its server.
 
-    ``Role.PRIMARY``, or ``Role.replica_of(leader)``: said in words by ``str(role)``.
+    ``Role.PRIMARY``, or ``Role.replica_of(record)`` (of the published primary):
+    said in words by ``str(role)``.
     """
 
     kind: Literal['primary', 'replica']
@@ -137,10 +164,25 @@ class Role:
 
     PRIMARY: ClassVar[Role]
 
+    acting_because: str = ''
+    """For a replica of a server acting for the leader: why the leader's is not primary."""
+
     @classmethod
     def replica_of(cls, leader: LeaderRecord) -> Role:
-        """A replica of the leader's server."""
+        """A replica of the published primary: the leader's server, or the one acting for it."""
+        if leader.primary_unit:
+            return cls(
+                'replica',
+                primary_unit=leader.primary_unit,
+                primary_address=leader.primary_address,
+                acting_because=leader.primary_reason,
+            )
         return cls('replica', primary_unit=leader.unit, primary_address=leader.address)
+
+    @classmethod
+    def in_record(cls, record: LeaderRecord, unit_name: str) -> Role:
+        """What the published record makes ``unit_name``: the primary, or a replica of it."""
+        return cls.PRIMARY if record.primary == unit_name else cls.replica_of(record)
 
     @property
     def replicaof(self) -> str | None:
@@ -168,24 +210,40 @@ def statuses(
     *,
     config_problem: ops.StatusBase | None,
     last_problem: ops.StatusBase | None,
-    leader: LeaderRecord | ops.StatusBase | None,
+    record: LeaderRecord | ops.StatusBase | None,
+    unit_name: str,
+    leading: bool,
     file_role: str,
 ) -> list[ops.StatusBase]:
     """A unit's statuses, most telling first: ops reports the highest priority, first among equals.
 
-    ``leader`` is ``None`` for the leader itself, else the leader to follow or
-    why it is not known; ``file_role`` is what the unit's config file makes it.
+    ``record`` is what the leader published (``None``: nothing yet, on the
+    leader itself) or why it is not usable; ``file_role`` is what the unit's
+    config file makes it.
     """
     found = [status for status in (config_problem, last_problem) if status is not None]
-    if isinstance(leader, ops.StatusBase):
-        return [*found, leader]
-    wanted = str(Role.PRIMARY if leader is None else Role.replica_of(leader))
-    if file_role == wanted:
-        return [*found, ops.ActiveStatus(file_role)]
-    if not file_role:
-        return [*found, ops.WaitingStatus('no config file yet')]
-    # Seen on events the charm does not act on: the next one it acts on moves the role.
-    return [*found, ops.WaitingStatus(f'still {file_role}; about to become {wanted}')]
+    if isinstance(record, ops.StatusBase):
+        return [*found, record]
+    # A leader aims at the primary role until its own record says otherwise.
+    if record is None or (leading and record.unit != unit_name):
+        role = Role.PRIMARY
+    else:
+        role = Role.in_record(record, unit_name)
+    wanted = str(role)
+    if file_role != wanted:
+        if not file_role:
+            return [*found, ops.WaitingStatus('no config file yet')]
+        # Seen on events the charm does not act on: the next one it acts on moves the role.
+        return [*found, ops.WaitingStatus(f'still {file_role}; about to become {wanted}')]
+    if record is not None and record.primary_unit == unit_name and not leading:
+        acting = f'primary (acting for {record.unit}: {record.primary_reason})'
+        return [*found, ops.ActiveStatus(acting)]
+    if leading and role.kind == 'replica':
+        why = f'not the primary yet: {role.acting_because}; {role.primary_unit} acts for it'
+        return [*found, ops.WaitingStatus(why)]
+    if role.acting_because:
+        return [*found, ops.ActiveStatus(f'{wanted} (acting primary: {role.acting_because})')]
+    return [*found, ops.ActiveStatus(wanted)]
 
 
 def run_on_the_leader_instead(leader: LeaderRecord | ops.StatusBase, app: ops.Application) -> str:

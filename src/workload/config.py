@@ -26,6 +26,10 @@ DATA_DIR: Final = '/var/lib/valkey'
 # Beside the config file, outside the data volume: a private key is never in a
 # storage snapshot, and a new pod starts without any (the charm writes them again).
 TLS_DIR: Final = '/run/valkey/tls'
+MIN_REPLICAS_MAX_LAG: Final = 10
+"""Seconds since a replica's last acknowledgement for it to count as in sync.
+
+A replica acknowledges its offset every second; Valkey's own default is 10."""
 TEMPLATE_NAME: Final = 'valkey.conf.j2'
 # What a client relation's user may run, besides its own keys and channels.
 # Least privilege for an application that stores data: every data type's read
@@ -179,6 +183,15 @@ class ValkeySettings:
     client that sends plaintext is refused, and the port number, the
     ``<app>-primary`` Service and the ``replicaof`` lines stay the same.
     """
+    min_replicas_to_write: int = 0
+    """How many replicas a primary needs in sync (``min-replicas-to-write``) to take a write.
+
+    1 when the application has other units: a primary cut off from every
+    replica (a partition, while Juju promotes another unit) refuses writes
+    once its replicas' last acknowledgement is :data:`MIN_REPLICAS_MAX_LAG`
+    seconds old, instead of taking writes that the promoted unit never gets.
+    0 for a single unit, which has no replica to wait for.
+    """
 
 
 def valkey_quote(value: str) -> str:
@@ -307,4 +320,6 @@ def render_config(settings: ValkeySettings, templates_dir: Path) -> str:
         users=settings.users,
         announce_host=settings.announce_host,
         tls=settings.tls,
+        min_replicas_to_write=settings.min_replicas_to_write,
+        min_replicas_max_lag=MIN_REPLICAS_MAX_LAG,
     )

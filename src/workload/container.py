@@ -35,7 +35,6 @@ from workload.config import (
 
 if TYPE_CHECKING:
     from workload.client import Transport
-    from workload.handover import HandoverResult
     from workload.live import LiveResult
 
 logger = logging.getLogger(__name__)
@@ -50,6 +49,8 @@ class Applied:
 
     version: str | None
     """The Valkey version, read when the Pebble plan was new; otherwise ``None``."""
+    waiting: str = ''
+    """Why the running server does not have the file's role yet (``LiveResult.waiting``)."""
 
 
 def configure(
@@ -58,17 +59,20 @@ def configure(
     templates_dir: Path,
     *,
     recheck: bool = False,
+    may_promote: bool = False,
 ) -> Applied | ops.StatusBase:
     """Render the file; push it, and bring the server in line, if anything changed; or say why not.
 
     ``recheck``: compare the running server with the file even if the file is
-    unchanged (a previous leader may have changed the server's role live).
+    unchanged (another unit may have changed the server's role live).
+    ``may_promote``: the leader chose this unit's server as the primary; without
+    it a running replica is never promoted live.
     """
     if not container.can_connect():
         return ops.WaitingStatus('waiting for Pebble in the valkey container')
     config_text = render_config(settings, templates_dir)
     try:
-        return _apply(container, config_text, settings, recheck=recheck)
+        return _apply(container, config_text, settings, recheck=recheck, may_promote=may_promote)
     except pebble.Error as e:
         # Not re-raised: a traceback would only make Juju retry this one event;
         # every later event retries anyway, from the same inputs.
@@ -77,7 +81,12 @@ def configure(
 
 
 def _apply(
-    container: ops.Container, config_text: str, settings: ValkeySettings, *, recheck: bool
+    container: ops.Container,
+    config_text: str,
+    settings: ValkeySettings,
+    *,
+    recheck: bool,
+    may_promote: bool,
 ) -> Applied:
     """Bring the container, and the server running in it, in line with ``config_text``."""
     previous = _pull(container)
@@ -88,6 +97,7 @@ def _apply(
         _push(container, config_text)
         role = f'replica of {settings.primary_address}' if settings.primary_address else 'primary'
         logger.info('Wrote the config file: %s', role)
+    waiting = ''
     layer = pebble_layer()
     new_plan = container.get_plan().services.get(SERVICE) != layer.services[SERVICE]
     if new_plan:
@@ -98,17 +108,20 @@ def _apply(
     elif pushed or recheck:
         # The server runs an older file (or may have been changed live by a
         # previous leader): change it live; restart only if that fails.
-        transports = _transports(container, settings, previous)
-        result = apply_to_running_server(settings, previous, config_text, transports)
+        transports = _transports(container, settings.tls, previous)
+        result = apply_to_running_server(
+            settings, previous, config_text, transports, may_promote=may_promote
+        )
         if result.restart_needed:
             logger.info('Restarting Valkey: %s', result.reason)
             container.restart(SERVICE)
+        waiting = result.waiting
     if pushed:
         # The server runs the new file now: the certificates no file names go.
         _remove_tls_files(container, keep=settings.tls)
     # A new plan means a new container (a new image, so maybe a new Valkey)
     # or a new charm revision: the only times the version can change.
-    return Applied(version=_read_version(container) if new_plan else None)
+    return Applied(version=_read_version(container) if new_plan else None, waiting=waiting)
 
 
 def apply_to_running_server(
@@ -116,6 +129,7 @@ def apply_to_running_server(
     previous: str | None,
     config_text: str,
     transports: Sequence[Transport] = (None,),
+    may_promote: bool = False,
 ) -> LiveResult:
     """Change the running server to ``settings`` live; the result says if it must restart."""
     # Imported here: only a hook that changes a running server pays for
@@ -131,27 +145,19 @@ def apply_to_running_server(
         address=client.LOCAL,
         resolve=client.same_host,
         transports=transports,
+        may_promote=may_promote,
     )
-    if result.handover is not None:
-        _log_handover(result.handover)
     if not result.restart_needed and _user_lines(previous) != _user_lines(config_text):
         # Valkey does not replicate users and reads `user` lines only at start.
-        result = live.apply_users(
+        users = live.apply_users(
             settings.users, passwords=passwords, address=client.LOCAL, transports=transports
         )
+        result = dataclasses.replace(users, waiting=result.waiting)
     if not result.restart_needed and result.changes:
         logger.info('Applied live, no restart: %s', ', '.join(result.changes))
+    if result.waiting:
+        logger.info('Role unchanged for now: %s', result.waiting)
     return result
-
-
-def _log_handover(handed_over: HandoverResult) -> None:
-    if handed_over.status == 'switched':
-        logger.info('The old primary handed over in %.0f ms', handed_over.seconds * 1000)
-    elif handed_over.status == 'forced':
-        logger.warning('Demoted the old primary before catching up: %s', handed_over.reason)
-    else:
-        reason = f'{handed_over.status}: {handed_over.reason}'
-        logger.warning('No handover (%s); promoting directly', reason)
 
 
 def pebble_layer() -> pebble.Layer:
@@ -282,12 +288,12 @@ def installed_tls(container: ops.Container) -> TlsMaterial | None:
 
 
 def _transports(
-    container: ops.Container, settings: ValkeySettings, previous: str | None
+    container: ops.Container, tls: TlsMaterial | None, previous: str | None
 ) -> list[Transport]:
     """How to reach the running server: as its file said (first), then as the new one says."""
     from workload import client  # noqa: PLC0415
 
-    desired = client.Tls(settings.tls.ca) if settings.tls is not None else None
+    desired = client.Tls(tls.ca) if tls is not None else None
     running: Transport = None
     if ca_file := tls_ca_file_from_config(previous) if previous else None:
         try:

@@ -3,9 +3,10 @@
 
 """Move the primary role from a live old primary to this unit's server, losing no write.
 
-Called by :func:`workload.live.apply_live` when a new leader's server must be
-promoted while its link to the old primary is up: the old primary may still
-take writes (Juju moved the lease; the old leader's pod lives on). No Juju here.
+Called by :func:`workload.primary_choice.settle` when the leader chose its own
+server and the primary is alive: it may still take writes (Juju moved the
+lease; the old leader's pod lives on). It never demotes the old primary before
+every write it acknowledged reached this unit's server. No Juju here.
 """
 
 from __future__ import annotations
@@ -24,22 +25,19 @@ HANDOVER_TIMEOUT_MS: Final = 5000
 Well inside the 30 seconds for which Juju guarantees leadership once confirmed."""
 
 HandoverStatus = Literal[
-    'switched', 'forced', 'already-primary', 'unreachable', 'auth-refused', 'refused'
+    'switched', 'already-primary', 'unreachable', 'auth-refused', 'refused', 'timed-out'
 ]
 
 
 @dataclasses.dataclass(frozen=True)
 class HandoverResult:
-    """What ``hand_over`` did; the caller promotes this unit's server whatever it is."""
+    """What ``hand_over`` did."""
 
     status: HandoverStatus
     """``switched``: the old primary handed over and this unit is the primary now.
-    ``forced``: this unit did not catch up within the bound, and the old
-    primary was demoted anyway, so that two servers never take writes: the
-    writes it acknowledged in the gap are lost. ``already-primary``: nothing
-    to do. Anything else: the old primary was left as it was, and the caller
-    promotes with ``REPLICAOF NO ONE``; two servers take writes until the old
-    one's own hook demotes it."""
+    ``already-primary``: nothing to do. Anything else (``timed-out``: this
+    unit did not catch up within the pause): the old primary was left the
+    primary, its writes resumed, and this unit's server is still its replica."""
     reason: str = ''
     """What went wrong, in Valkey's words where it said; never holds a password."""
     seconds: float = 0.0
@@ -85,7 +83,7 @@ def hand_over(
         timeout_ms: how long the old primary's writes may stay paused while this
             unit catches up.
         connect_timeout: how long the old primary has to answer at all; past
-            it the result is ``unreachable`` and the caller promotes directly.
+            it the result is ``unreachable`` and nothing changed.
         transports: how to reach the servers, in order (TLS with the unit's CA,
             or plaintext): what this unit's server was started with first.
     """
@@ -155,8 +153,8 @@ def _pause_and_swap(
        its history (the same ``master_replid``: directly, or through a replica);
     3. wait until this unit's ``slave_repl_offset`` reaches that offset: it
        has every write the old primary acknowledged. If it does not within
-       80% of the pause, go on anyway (``forced``): this unit is the leader,
-       and one primary that lost the gap beats two that both take writes;
+       80% of the pause, stop (``timed-out``): the old primary stays the
+       primary; it is never demoted before its writes reached this unit;
     4. ``REPLICAOF <target>`` on the old primary: it demotes itself first, so
        that at no moment do two servers accept writes (if this hook dies
        now, there is no primary until the hook is retried, never two);
@@ -164,7 +162,7 @@ def _pause_and_swap(
     6. ``CLIENT UNPAUSE``: the waiting writes reach a replica and are
        refused (``-READONLY``), so clients retry on the new primary.
 
-    Any failure before step 4 unpauses the old primary and changes nothing.
+    Any failure before step 4, and a timeout, unpause the old primary and change nothing.
     """
     import valkey.exceptions  # noqa: PLC0415
 
@@ -196,6 +194,9 @@ def _pause_and_swap(
             if behind <= 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.0005)
+        if behind > 0:
+            waited = f'{timeout_ms * 0.8:.0f} ms'
+            return 'timed-out', f'this unit was {behind} bytes behind after {waited}'
         old.execute_command('REPLICAOF', target[0], target[1])
         demoted = True
     except valkey.exceptions.ResponseError as e:
@@ -214,7 +215,4 @@ def _pause_and_swap(
     finally:
         with contextlib.suppress(valkey.exceptions.ValkeyError):
             old.execute_command('CLIENT', 'UNPAUSE')
-    if behind > 0:
-        lost = f'{behind} bytes of writes the old primary acknowledged are lost'
-        return 'forced', f'this unit did not catch up within {timeout_ms * 0.8:.0f} ms; {lost}'
     return 'switched', ''

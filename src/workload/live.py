@@ -13,9 +13,10 @@ restart the service on the file it just pushed (``reason`` never holds a
 password).
 
 What one call covers: ``config-changed`` (options), ``rotate-password`` and
-``secret-changed`` (the password), a follower following a new primary
-(``REPLICAOF``), and a new leader taking the primary role, with a handover
-from the old primary when it still answers (:mod:`workload.handover`).
+``secret-changed`` (the password), a follower following the published
+primary (``REPLICAOF``, once that server says it is a primary), and the
+leader's server taking the primary role once the leader chose it
+(:mod:`workload.primary_choice`, which hands over from a live primary first).
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Final, Literal
 
-from workload import client, handover
+from workload import client
 from workload.client import Address, Resolve, same_host
-from workload.config import AclUser, ValkeySettings, maxmemory_bytes
-from workload.handover import HandoverResult
+from workload.config import MIN_REPLICAS_MAX_LAG, AclUser, ValkeySettings, maxmemory_bytes
 
 LIVE_OPTIONS: Final = (
     # masterauth before requirepass: see apply_live's docstring. CONFIG SET with
@@ -40,6 +40,8 @@ LIVE_OPTIONS: Final = (
     'maxmemory',
     'maxmemory-policy',
     'replica-announce-ip',
+    'min-replicas-to-write',
+    'min-replicas-max-lag',
     # TLS: the files first (setting them loads and checks them, so a refused
     # certificate changes nothing), then the listening port, released before
     # it is taken again (see _ports_in_order).
@@ -69,8 +71,9 @@ class LiveResult:
     """The settings changed, by Valkey's name (and ``role``), in the order applied."""
     reason: str = ''
     """Why a live apply was impossible; never holds a password."""
-    handover: HandoverResult | None = None
-    """How the old primary handed over, when this apply promoted the server."""
+    waiting: str = ''
+    """Why the file's role was not taken: a primary to follow that is not one
+    (yet), or a promotion nobody allowed. Empty when it was, or did not change."""
 
     @property
     def restart_needed(self) -> bool:
@@ -128,6 +131,8 @@ def desired_options(
         'maxmemory-policy': settings.maxmemory_policy,
         'replica-announce-ip': announce,
         **tls,
+        'min-replicas-to-write': str(settings.min_replicas_to_write),
+        'min-replicas-max-lag': str(MIN_REPLICAS_MAX_LAG),
     }
 
 
@@ -204,6 +209,7 @@ def apply_live(
     resolve: Resolve = same_host,
     timeout: float = client.TIMEOUT,
     transports: Sequence[client.Transport] = client.PLAINTEXT,
+    may_promote: bool = False,
 ) -> LiveResult:
     """Bring the running server at ``address`` to ``settings``, without a restart.
 
@@ -216,13 +222,13 @@ def apply_live(
     of every differing option, then ``REPLICAOF`` if the role or the primary
     differs.
 
-    A promotion (``REPLICAOF NO ONE``) of a server whose link to its primary
-    is up starts with ``handover.hand_over`` from that primary: it may still take
-    writes (Juju moved the lease, the old leader's pod lives on). Whatever the
-    handover's outcome (in ``LiveResult.handover``), the server is then
-    promoted (a no-op after ``switched`` or ``forced``): if the old primary
-    did not answer within a second, refused, or refused the password, as
-    after a crash.
+    The role is the leader's decision, made before this call, never this
+    function's: it promotes the server (``REPLICAOF NO ONE``) only with
+    ``may_promote`` (the leader chose this unit's server), and it makes the
+    server follow another one only once that one says it is a primary:
+    following a replica could close a loop of replicas in which no server
+    accepts writes. A role left as it is is said in ``LiveResult.waiting``;
+    the other settings are applied anyway.
 
     The password change, and why replication never needs a restart for it:
 
@@ -267,27 +273,58 @@ def apply_live(
             replication = client.info(info_reply)
             current = client.pairs(config_reply)
             todo = plan(settings, current, replication, resolve, port=address[1])
+            waiting = _role_held_back(todo, may_promote, passwords, transports)
+            if waiting:
+                todo = dataclasses.replace(todo, role=None)
             if not todo.changes:
-                return LiveResult('unchanged')
-            handed_over = None
-            linked = replication.get('master_link_status') == 'up'
-            if todo.role == ('NO', 'ONE') and linked and settings.announce_host:
-                # Its primary still answers: it may hold writes this server has not
-                # received yet. It hands over first; then REPLICAOF NO ONE is a no-op.
-                handed_over = handover.hand_over(
-                    old_primary=client.primary_of(replication),
-                    target=resolve(settings.announce_host),
-                    passwords=passwords,
-                    local=address,
-                    transports=transports,
-                )
-            applied = _execute(connected, todo, passwords)
-            return dataclasses.replace(applied, handover=handed_over)
+                return LiveResult('unchanged', waiting=waiting)
+            return dataclasses.replace(_execute(connected, todo, passwords), waiting=waiting)
     except valkey.exceptions.ResponseError as e:
         reason = f'reading the settings refused: {client.scrub(str(e), passwords)}'
         return LiveResult('refused', reason=reason)
     except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
         return LiveResult('refused', reason=f'the server stopped answering ({type(e).__name__})')
+
+
+def _role_held_back(
+    todo: Plan,
+    may_promote: bool,
+    passwords: Sequence[str],
+    transports: Sequence[client.Transport],
+) -> str:
+    """Why the role change ``todo`` plans must wait, or ``''``."""
+    if todo.role is None:
+        return ''
+    if todo.role == ('NO', 'ONE'):
+        return '' if may_promote else 'only the leader promotes a server'
+    host, port = todo.role[0], int(todo.role[1])
+    role = read_role((host, port), passwords, client.PEER_CONNECT_TIMEOUT, transports)
+    if role != 'master':
+        return f'{host} is not a primary ({role})'
+    return ''
+
+
+def read_role(
+    address: Address,
+    passwords: Sequence[str],
+    timeout: float,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
+) -> str:
+    """``master`` or ``slave``, or why the server at ``address`` did not say.
+
+    ``transports``: as for this unit's own server. While TLS is on the other
+    unit's port speaks TLS only: a plaintext attempt would read it as not running.
+    """
+    import valkey.exceptions  # noqa: PLC0415 - lazy: see the module docstring
+
+    try:
+        with client.authenticated(address, passwords, timeout, transports) as connected:
+            if isinstance(connected, client.NoConnection):
+                return connected.status
+            replication = client.info(connected.execute_command('INFO', 'replication'))
+            return str(replication.get('role'))
+    except valkey.exceptions.ValkeyError as e:
+        return type(e).__name__
 
 
 def apply_users(

@@ -17,11 +17,16 @@ Exits non-zero if the application does not converge or a check fails (one
 primary, the leader; every other unit replicates from it;
 ``<app>-primary`` selects the leader's pod). Never prints a password: the demo
 checks its own output for every revision of it before it ends.
+
+With ``--pods`` (as root), each unit runs in a pod of its own, a network
+namespace with its own ``127.0.0.1:6379`` and pod address, and the charm's
+DNS names resolve as in Kubernetes (``pods.py``): nothing is patched.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
@@ -30,11 +35,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import redis.exceptions
 
 from ..workload import valkey_server
 from ..workload.charm_unit import APP, MODEL, unit_name
+from . import pods
 from .driver import (
     PRIMARY_SERVICE,
     Application,
@@ -184,6 +191,7 @@ class Demo:
 
     def write_keys(self, unit_id: int, prefix: str) -> None:
         items = {f'{prefix}:{i}': f'{prefix} value {i}' for i in range(KEYS)}
+        wait_in_sync(self.app)  # with replicas, the primary takes writes once one is in sync
         with self.app.server(unit_id).client(self.app.password()) as client:
             for key, value in items.items():
                 client.set(key, value)
@@ -372,19 +380,30 @@ class Demo:
 
     def client_works(self, creds: ClientCredentials, key: str, primary: int) -> None:
         """Check and say: the address leads to ``primary``; the user may use its keys only."""
-        port = self.app.resolve(creds.endpoints)
-        check(port == self.app.server(primary).port, f'the address reaches unit/{primary}')
-        check(client_can(self.app, creds, port, 'SET', key, 'apples'), f'shop may write {key}')
-        check(
-            not client_can(self.app, creds, port, 'GET', 'deploy:0'), 'shop may not read deploy:0'
-        )
+        wait_in_sync(self.app)
+        through = self.primary_endpoint(creds, primary)
+        check(client_can(creds, through, 'SET', key, 'apples'), f'shop may write {key}')
+        check(not client_can(creds, through, 'GET', 'deploy:0'), 'shop may not read deploy:0')
         for unit in self.app.live_units():
-            allowed = client_can(self.app, creds, unit.server.port, 'EXISTS', key)
+            allowed = client_can(creds, unit.server, 'EXISTS', key)
             check(allowed, f'{unit.name} knows the user')
-            refused = not client_can(self.app, creds, unit.server.port, 'EXISTS', 'deploy:0')
+            refused = not client_can(creds, unit.server, 'EXISTS', 'deploy:0')
             check(refused, f'{unit.name} keeps the user to the keys shop:*')
         self.say(f'  through it, shop wrote {key} on unit/{primary}; reading deploy:0 was refused')
         self.say('  (NOPERM); every live server knows the user and keeps it to the keys shop:*.')
+
+    def primary_endpoint(self, creds: ClientCredentials, primary: int) -> Endpoint:
+        """Check that the client's write address leads to ``primary``; return it."""
+        cluster = self.app.pods
+        if cluster is None:
+            port = self.app.resolve(creds.endpoints)
+            check(port == self.app.server(primary).port, f'the address reaches unit/{primary}')
+            return PortEndpoint(port)
+        host = creds.endpoints.rsplit(':', 1)[0]
+        pod = self.app.pod_name(primary)
+        check(cluster.names.get(host) == cluster.address_of(pod), f'{host} resolves to {pod}')
+        client_pod = cluster.pods.get('client') or cluster.add_client('client')
+        return NameEndpoint(client_pod.namespace, host)
 
     def lease_runs_out(self) -> Settled:
         """A new leader's lease runs out mid-hook (opt-in: ``tox -e demo -- --lease-runs-out``)."""
@@ -407,30 +426,70 @@ class Demo:
         return settled
 
 
-def client_can(app: Application, creds: ClientCredentials, port: int, *command: str) -> bool:
-    """Whether the server on ``port`` lets the client's user run ``command`` (no ``NOPERM``)."""
-    with valkey_server.Client(port, creds.password, username=creds.username) as client:
+class Endpoint(Protocol):
+    """A server as a client reaches it: a unit's own, or the write address."""
+
+    def client(
+        self, password: str | None = None, *, username: str | None = None
+    ) -> valkey_server.Client: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class PortEndpoint:
+    """A server on a loopback port (the driver's mapping of a DNS name)."""
+
+    port: int
+
+    def client(
+        self, password: str | None = None, *, username: str | None = None
+    ) -> valkey_server.Client:
+        return valkey_server.Client(self.port, password, username=username)
+
+
+@dataclasses.dataclass(frozen=True)
+class NameEndpoint:
+    """``<host>:6379`` by name, from a client pod, as the client application connects."""
+
+    namespace: str
+    host: str
+
+    def client(
+        self, password: str | None = None, *, username: str | None = None
+    ) -> valkey_server.Client:
+        return pods.PodClient(self.namespace, password, host=self.host, username=username)
+
+
+def client_can(creds: ClientCredentials, server: Endpoint, *command: str) -> bool:
+    """Whether ``server`` lets the client's user run ``command`` (no ``NOPERM``)."""
+    with server.client(creds.password, username=creds.username) as client:
         try:
             client.command(*command)
         except redis.exceptions.NoPermissionError:
             return False
         except redis.exceptions.AuthenticationError:
-            who = app.unit_of_port(port)
-            raise AssertionError(f"{who} refuses the client's credentials") from None
+            raise AssertionError(f"{server} refuses the client's credentials") from None
     return True
 
 
 def run(
-    workdir: Path, narrator: Narrator, *, lease_scene: bool = False
+    workdir: Path,
+    narrator: Narrator,
+    *,
+    lease_scene: bool = False,
+    cluster: pods.Cluster | None = None,
 ) -> list[tuple[str, Settled, float]]:
     say = narrator.say
     say(f'{APP}: 3 units of the charm (ops.testing) in model "{MODEL.name}", each')
-    say(f'with a real valkey-server {valkey_server.version()} on 127.0.0.1, standing in for')
+    where = 'in a pod (a network namespace)' if cluster is not None else 'on 127.0.0.1'
+    say(f'with a real valkey-server {valkey_server.version()} {where}, standing in for')
     say(f'  juju deploy ./{APP}_amd64.charm -n 3 --trust --resource valkey-image=...')
     say('and what Juju and Kubernetes do next. One line per hook: its number, the unit,')
     say('whether it leads, the event; then what it changed.')
     say("A follower's file names the leader by its Kubernetes DNS name; the driver")
-    say("starts its server with --replicaof 127.0.0.1 <that unit's port> instead.")
+    if cluster is None:
+        say("starts its server with --replicaof 127.0.0.1 <that unit's port> instead.")
+    else:
+        say('starts its server from that file as written: the name resolves in the pods.')
     say('A round: every unit with an event queued runs its next one (Juju runs units')
     say('side by side). Converged: one update-status per unit changed nothing.')
     say("Keys take a few seconds to reach a new replica: a primary waits 5 s (Valkey's")
@@ -438,7 +497,7 @@ def run(
     say()
     timings: list[tuple[str, Settled, float]] = []
     passwords: set[str] = set()
-    with Application(workdir, on_hook=narrator.hook) as app:
+    with Application(workdir, on_hook=narrator.hook, pods=cluster) as app:
         demo = Demo(app, narrator)
         scenarios: list[tuple[str, Callable[[], Settled]]] = [
             ('1. juju deploy ... -n 3 --trust', demo.deploy),
@@ -481,12 +540,24 @@ def main(argv: list[str] | None = None) -> int:
         action='store_true',
         help="add a scene: a new leader's lease runs out during its Kubernetes call",
     )
+    parser.add_argument(
+        '--pods',
+        action='store_true',
+        help='run each unit in a pod of its own: a network namespace (needs root)',
+    )
     args = parser.parse_args(argv)
+    if args.pods and (reason := pods.unavailable()) is not None:
+        print(f'--pods: {reason}', file=sys.stderr)
+        return 2
     narrator = Narrator(verbose=args.verbose)
     start = time.monotonic()
     try:
-        with tempfile.TemporaryDirectory(prefix='valkey-demo-') as tmp:
-            timings = run(Path(tmp), narrator, lease_scene=args.lease_runs_out)
+        with (
+            tempfile.TemporaryDirectory(prefix='valkey-demo-') as tmp,
+            contextlib.ExitStack() as stack,
+        ):
+            cluster = stack.enter_context(pods.Cluster(Path(tmp) / 'pods')) if args.pods else None
+            timings = run(Path(tmp), narrator, lease_scene=args.lease_runs_out, cluster=cluster)
     except (AssertionError, TimeoutError, valkey_server.ServerError) as e:
         print(f'\nDEMO FAILED: {type(e).__name__}: {e}', file=sys.stderr)
         return 1

@@ -73,6 +73,14 @@ the DNS name in the file to that port and passes ``--replicaof 127.0.0.1
 <port>`` on the command line, which overrides the file's line (see
 ``tests/workload/valkey_server.py``).
 
+In pods (``Application(..., pods=Cluster(...))``, see ``pods.py``) none of
+that mapping is needed: each unit's pod is a network namespace with the
+server on its own ``127.0.0.1:6379`` and pod address, its stable DNS name
+resolves to that address while the pod exists, ``<app>-primary`` to the pod
+the Service selects, and every hook runs inside the unit's pod with nothing
+of the charm patched: the file's ``replicaof`` and ``replica-announce-ip``
+names are used as written.
+
 Workload: after every hook, if the charm's Pebble plan runs the ``valkey``
 service, the unit's server is started if it is not running, and restarted
 if the charm pushed a different file since it started: what Pebble does on
@@ -113,12 +121,15 @@ from ..workload.charm_unit import (
     unit_name,
 )
 from ..workload.valkey_server import ValkeyServer
+from .pods import Cluster, PodServer
 
 MAX_ROUNDS: Final = 30
 PASSWORD_LABEL: Final = 'admin-password'
 _HAND_OVER: Final = handover.hand_over
 PRIMARY_SERVICE: Final = primary_service.service_name(APP)
 CLIENT_ENDPOINT: Final = clients.ENDPOINT
+PRIMARY_DNS_NAME: Final = f'{PRIMARY_SERVICE}.{MODEL.name}.svc.cluster.local'
+"""The name clients write to: the ``<app>-primary`` Service."""
 FIRST_CLIENT_RELATION_ID: Final = 20
 """Client relations get ids from here on (the peer relation is ``PEER_RELATION_ID``)."""
 
@@ -437,8 +448,11 @@ class Application:
         config: ConfigValues | None = None,
         on_hook: Callable[[Hook], None] | None = None,
         max_rounds: int = MAX_ROUNDS,
+        pods: Cluster | None = None,
     ) -> None:
         self.workdir = workdir
+        self.pods = pods
+        """The pod network and cluster DNS, when each unit runs in a pod of its own."""
         self.config: dict[str, str | int | float | bool] = dict(config or {})
         self.app_data: dict[str, str] = {}
         self.secrets: dict[str, AppSecret] = {}
@@ -459,10 +473,18 @@ class Application:
         for unit_id in range(units):
             root = workdir / f'unit-{unit_id}'
             charm = CharmUnit(unit_id, root)
-            server = ValkeyServer(
-                charm.config_file,
-                data_dir=charm.data_dir,
-                log_file=root / 'valkey.log',
+            server = (
+                ValkeyServer(
+                    charm.config_file, data_dir=charm.data_dir, log_file=root / 'valkey.log'
+                )
+                if pods is None
+                else PodServer(
+                    pods,
+                    pod_name(unit_id),
+                    charm.config_file,
+                    data_dir=charm.data_dir,
+                    log_file=root / 'valkey.log',
+                )
             )
             self.units[unit_id] = SimUnit(charm=charm, server=server)
         self._exit = contextlib.ExitStack()
@@ -477,6 +499,9 @@ class Application:
         self._exit.callback(setattr, primary_service, 'make_client', original)
         for unit in self.units.values():
             self._exit.callback(unit.server.stop)
+        if self.pods is not None:
+            for unit_id in self.units:
+                self._add_pod(unit_id)
         return self
 
     def __exit__(
@@ -535,6 +560,9 @@ class Application:
             self._dispatch(unit, Pending('stop'))
         unit.server.stop()
         unit.pod_up = unit.pebble_up = False
+        if self.pods is not None:
+            self.pods.delete_pod(pod_name(unit_id))
+            self._point_primary_service()
 
     def recreate_pod(self, unit_id: int) -> None:
         """The StatefulSet recreates the unit's pod, under the same name.
@@ -548,6 +576,8 @@ class Application:
         new pod runs :data:`POD_START_UP_EVENTS` before anything queued meanwhile.
         """
         unit = self.units[unit_id]
+        if self.pods is not None:
+            self._add_pod(unit_id)
         shutil.rmtree(unit.charm.etc_dir)
         unit.charm.etc_dir.mkdir()
         unit.pod_up, unit.state, unit.pebble_up, unit.file_seen = True, None, False, None
@@ -742,6 +772,24 @@ class Application:
         """What the unit's config file makes it, in the words of its status."""
         return self._file_role(self.units[unit_id])
 
+    def partition(self, unit_id: int) -> None:
+        """Cut the unit's pod off the pod network; it keeps running, as do clients inside it.
+
+        Its Juju agent is cut off from the controller too: it runs no hook until
+        :meth:`heal`, and Juju elects another leader once its lease runs out (:meth:`elect`).
+        """
+        if self.pods is None:
+            raise RuntimeError('a partition needs pods (Application(..., pods=...))')
+        self.pods.cut(pod_name(unit_id))
+        self.units[unit_id].pod_up = False
+
+    def heal(self, unit_id: int) -> None:
+        """Restore the unit's link; its agent runs the hooks queued meanwhile."""
+        if self.pods is None:
+            raise RuntimeError('a partition needs pods (Application(..., pods=...))')
+        self.pods.restore(pod_name(unit_id))
+        self.units[unit_id].pod_up = True
+
     def port_of(self, dns_name: str) -> int:
         """Where a unit's DNS name points in this simulation: its server's loopback port."""
         for unit in self.units.values():
@@ -807,10 +855,26 @@ class Application:
         )
 
     def unit_of_port(self, port: int) -> str | None:
+        if self.pods is not None:
+            raise RuntimeError('in pods every server listens on 6379: use unit_of_host')
         for unit in self.units.values():
             if unit.server.port == port:
                 return unit.name
         return None
+
+    def unit_of_host(self, host: str) -> str | None:
+        """The unit a server address names: its stable DNS name or its pod address (pods)."""
+        for unit in self.units.values():
+            if host in (unit_dns_name(unit.unit_id), self._pod_address(unit.unit_id)):
+                return unit.name
+        return None
+
+    @staticmethod
+    def pod_name(unit_id: int) -> str:
+        return pod_name(unit_id)
+
+    def _pod_address(self, unit_id: int) -> str | None:
+        return self.pods.address_of(pod_name(unit_id)) if self.pods is not None else None
 
     def observe(self) -> list[UnitView]:
         """Each unit as its real server reports it (``INFO replication``, ``DBSIZE``)."""
@@ -834,7 +898,12 @@ class Application:
                 info = client.replication()
                 keys = client.dbsize()
             primary = info.get('role') == 'master'
-            source = None if primary else self.unit_of_port(int(info.get('master_port', 0)))
+            if primary:
+                source = None
+            elif self.pods is not None:
+                source = self.unit_of_host(info.get('master_host', ''))
+            else:
+                source = self.unit_of_port(int(info.get('master_port', 0)))
             link = None if primary else info.get('master_link_status')
             role = 'primary' if primary else 'replica'
             views.append(UnitView(unit.name, unit.leader, role, source, link, keys, said))
@@ -885,8 +954,13 @@ class Application:
         result = _HAND_OVER(**kwargs)
         if self._running is not None:
             old_primary: tuple[str, int] = kwargs['old_primary']
+            from_unit = (
+                self.unit_of_port(old_primary[1])
+                if self.pods is None
+                else self.unit_of_host(old_primary[0])
+            )
             self._running.handover = Handover(
-                from_unit=self.unit_of_port(old_primary[1]),
+                from_unit=from_unit,
                 status=result.status,
                 reason=result.reason,
                 started=started,
@@ -897,6 +971,17 @@ class Application:
 
     def _address_of(self, dns_name: str) -> tuple[str, int]:
         return ('127.0.0.1', self.port_of(dns_name))
+
+    def _add_pod(self, unit_id: int) -> None:
+        """The unit's pod exists (again): its stable DNS name resolves to its new address."""
+        assert self.pods is not None
+        self.pods.add_pod(pod_name(unit_id), dns_names=(unit_dns_name(unit_id),))
+        self._point_primary_service()
+
+    def _point_primary_service(self) -> None:
+        """``<app>-primary`` resolves to the pod the Service selects, while that pod exists."""
+        if self.pods is not None:
+            self.pods.point(PRIMARY_DNS_NAME, self.primary_service_selects())
 
     def _lease_runs_out(self, running: _Running, expiry: LeaseExpiry) -> None:
         """Juju's lease for the running unit ran out during its slow call; Juju elects another."""
@@ -941,6 +1026,8 @@ class Application:
         if pending.revision is not None:
             event += f' (revision {pending.revision})'
         services_after = self.primary_service_selects()
+        if services_after != services_before:
+            self._point_primary_service()
         hook = Hook(
             number=len(self.hooks) + 1,
             unit=unit.name,
@@ -977,8 +1064,14 @@ class Application:
         """Run the charm; return what Juju commits, a failed action, and why the hook failed."""
         unit = running.unit
         self._running = running
+        in_pod = (
+            self.pods.inside(pod_name(unit.unit_id))
+            if self.pods is not None
+            else contextlib.nullcontext()
+        )
         try:
-            state_out = self._run_charm(unit, pending, state_in, running)
+            with in_pod:
+                state_out = self._run_charm(unit, pending, state_in, running)
         except testing.ActionFailed as e:
             # A failed action still ran in a hook: keep what it did, then report it.
             if not isinstance(e.state, testing.State):
@@ -1031,6 +1124,9 @@ class Application:
             unit.server.stop()
             unit.alive = unit.pod_up = unit.pebble_up = False
             unit.queue.clear()
+            if self.pods is not None:
+                self.pods.delete_pod(pod_name(unit.unit_id))
+                self._point_primary_service()
 
     def _file_role(self, unit: SimUnit) -> str | None:
         text = unit.charm.read_config()
@@ -1137,6 +1233,11 @@ class Application:
                 container = charm.unit.get_container('valkey')
                 self._slow_pebble_calls(container)
                 self._watch_service_restarts(container, running)
+            if self.pods is not None:
+                # In its pod (see _run_hook): the charm's own addresses and names,
+                # nothing patched but the handover's narration.
+                with _patched(handover, hand_over=self._hand_over):
+                    return manager.run()
             # The charm reaches its unit's server on the pod's loopback, and a
             # primary by its stable DNS name; here each server has its own port.
             with (
@@ -1316,8 +1417,12 @@ class Application:
             return wrote, 'applied live: no restart'
 
         replicaof = replicaof_host(text)
-        port = self.port_of(replicaof) if replicaof else None
         action = 'restarted' if server.running else 'started'
+        if self.pods is not None:
+            server.restart()
+            where = f'{self._pod_address(unit.unit_id)}:6379 and 127.0.0.1:6379 in its pod'
+            return wrote, f'{action} valkey-server on {where}, from its file as written'
+        port = self.port_of(replicaof) if replicaof else None
         server.restart(replicaof=port)
         where = f'127.0.0.1:{server.port}'
         if replicaof is not None:
@@ -1366,6 +1471,11 @@ def unit_status(state: testing.State) -> ops.StatusBase:
     """The unit status a hook left, as an ``ops`` status."""
     status = state.unit_status
     return ops.StatusBase.from_name(status.name, status.message)
+
+
+def pod_name(unit_id: int) -> str:
+    """The unit's pod, as Kubernetes names it (``valkey-leader-k8s-0``)."""
+    return unit_name(unit_id).replace('/', '-')
 
 
 def replicaof_host(config_text: str) -> str | None:

@@ -5,14 +5,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import valkey.exceptions
 
 from ..workload import valkey_server
-from ..workload.continuous_writes import Writer, connect
-from .driver import Application
+from ..workload.continuous_writes import HOST, Writer, connect
+from .driver import PRIMARY_DNS_NAME, Application
 
 
 class ServiceClient:
@@ -24,35 +28,58 @@ class ServiceClient:
     applies it). With ``probe``, a second client tries a write on that unit's
     server every half millisecond and notes when the first one is accepted.
     On exit, ``lost`` counts the acknowledged writes the final primary lacks.
+
+    In pods, the writer runs in a client pod of its own and writes to
+    ``<app>-primary`` by name: it reaches the pod the name resolves to when it
+    (re)connects, as through the Service; the probe runs in the unit's pod.
     """
 
     def __init__(self, app: Application, *, probe: int | None = None) -> None:
         self.app = app
         self.password = app.password()
+        pods = app.pods
+        network: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+        self._probe_network: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+        if pods is not None:
+            writer_pod = pods.pods.get('client') or pods.add_client('client')
+            network = functools.partial(pods.inside, writer_pod)
+            if probe is not None:
+                self._probe_network = functools.partial(pods.inside, app.pod_name(probe))
         self.writer = Writer(
             self._selected_port(),
             self.password,
             key_prefix='switchover:',
             follow_endpoint=False,
             seconds=60,
+            host=PRIMARY_DNS_NAME if pods is not None else HOST,
+            network=network,
         )
         self._probe_port = app.server(probe).port if probe is not None else None
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._follow_service, daemon=True)]
+        self._threads: list[threading.Thread] = []
+        if pods is None:
+            self._threads.append(threading.Thread(target=self._follow_service, daemon=True))
         if self._probe_port is not None:
             self._threads.append(threading.Thread(target=self._probe, daemon=True))
         self.writable_at: float | None = None
         self.lost = 0
 
-    def _selected_port(self) -> int:
+    def _selected_unit(self) -> int:
         selected = self.app.primary_service_selects() or ''
-        return self.app.server(int(selected.rsplit('-', 1)[-1])).port
+        return int(selected.rsplit('-', 1)[-1])
+
+    def _selected_port(self) -> int:
+        return self.app.server(self._selected_unit()).port
 
     def _follow_service(self) -> None:
         while not self._stop.wait(0.0005):
             self.writer.endpoint = self._selected_port()
 
     def _probe(self) -> None:
+        with self._probe_network():
+            self._try_writes()
+
+    def _try_writes(self) -> None:
         assert self._probe_port is not None
         client = connect(self._probe_port, self.password, timeout=2)
         while self.writable_at is None and not self._stop.is_set():
@@ -84,6 +111,6 @@ class ServiceClient:
         for thread in self._threads:
             thread.join(timeout=5)
         keys = [f'switchover:{index}' for index in self.writer.acknowledged]
-        with valkey_server.Client(self._selected_port(), self.password) as client:
+        with self.app.server(self._selected_unit()).client(self.password) as client:
             present = client.command('EXISTS', *keys)
         self.lost = len(keys) - int(str(present))

@@ -24,7 +24,7 @@ import redis.exceptions
 
 from ..workload import valkey_server
 from .driver import Application, ClientCredentials, ClientRelation
-from .test_leadership import assert_quiescent
+from .test_leadership import assert_quiescent, wait_in_sync
 
 PREFIX = 'shop:'
 
@@ -62,6 +62,7 @@ def assert_client_works(app: Application, creds: ClientCredentials, key: str) ->
     either outside its prefix (Valkey does not replicate ACL users: each
     server enforces the user its own file gave it).
     """
+    wait_in_sync(app)  # with replicas, the primary takes writes once one is in sync
     port = app.resolve(creds.endpoints)
     with valkey_server.Client(port, creds.password, username=creds.username) as client:
         client.set(key, 'basket')

@@ -24,7 +24,7 @@ from ops import testing
 
 from charm import ValkeyLeaderCharm
 from workload import config as valkey_config
-from workload import live
+from workload import live, primary_choice
 
 from .. import fake_kubernetes
 
@@ -96,12 +96,14 @@ def make_context(tmp_path: Path, unit_id: int = 0) -> testing.Context[ValkeyLead
 class UnitFilesystem:
     """The directories behind one unit's workload container mounts."""
 
-    etc: Path
+    config_dir: Path
+    """Mounted at ``/run/valkey``: the rendered ``valkey.conf``."""
     data: Path
+    """Mounted at ``/var/lib/valkey``: the storage."""
 
     @property
     def config_file(self) -> Path:
-        return self.etc / 'valkey.conf'
+        return self.config_dir / 'valkey.conf'
 
     def read_config(self) -> str:
         return self.config_file.read_text()
@@ -109,9 +111,9 @@ class UnitFilesystem:
 
 def make_filesystem(tmp_path: Path, unit_id: int = 0) -> UnitFilesystem:
     fs = UnitFilesystem(
-        etc=tmp_path / f'unit-{unit_id}-etc', data=tmp_path / f'unit-{unit_id}-data'
+        config_dir=tmp_path / f'unit-{unit_id}-run', data=tmp_path / f'unit-{unit_id}-data'
     )
-    fs.etc.mkdir(parents=True, exist_ok=True)
+    fs.config_dir.mkdir(parents=True, exist_ok=True)
     fs.data.mkdir(parents=True, exist_ok=True)
     return fs
 
@@ -120,7 +122,7 @@ def make_container(fs: UnitFilesystem, **kwargs: object) -> testing.Container:
     params: dict[str, object] = {
         'can_connect': True,
         'mounts': {
-            'run': testing.Mount(location='/run/valkey', source=fs.etc),
+            'run': testing.Mount(location='/run/valkey', source=fs.config_dir),
             'data': testing.Mount(location='/var/lib/valkey', source=fs.data),
         },
         'execs': {
@@ -169,10 +171,10 @@ def password_secret(state: testing.State) -> testing.Secret:
     return secret
 
 
-def hand_over(
+def state_for_unit(
     previous: testing.State,
     *,
-    to_unit: int,
+    unit: int,
     leader: bool,
     container: testing.Container,
     config: dict[str, str | int | float | bool] | None = None,
@@ -188,7 +190,7 @@ def hand_over(
         leader=leader,
         config=dict(previous.config if config is None else config),
         relations={
-            make_peer_relation(to_unit, app_data=dict(peer.local_app_data), relation_id=peer.id)
+            make_peer_relation(unit, app_data=dict(peer.local_app_data), relation_id=peer.id)
         },
         secrets=previous.secrets,
         containers={container},
@@ -307,6 +309,30 @@ def live_server(monkeypatch: pytest.MonkeyPatch) -> FakeLive:
     fake = FakeLive()
     monkeypatch.setattr(live, 'apply_live', fake.apply_live)
     monkeypatch.setattr(live, 'apply_users', fake.apply_users)
+    return fake
+
+
+@dataclasses.dataclass
+class FakeChoice:
+    """``primary_choice.settle`` as unit tests see it: no server is read.
+
+    By default the leader's own server is chosen; a test sets ``chosen`` to
+    model another outcome (an acting primary, and why).
+    """
+
+    chosen: primary_choice.Chosen | None = None
+    calls: list[dict[str, object]] = dataclasses.field(default_factory=list[dict[str, object]])
+
+    def settle(self, **kwargs: Any) -> primary_choice.Chosen:
+        self.calls.append(kwargs)
+        return self.chosen or primary_choice.Chosen(kwargs['leader'])
+
+
+@pytest.fixture(autouse=True)
+def choice(monkeypatch: pytest.MonkeyPatch) -> FakeChoice:
+    """Every unit test's leader chooses through this fake; tests/simulation reads real servers."""
+    fake = FakeChoice()
+    monkeypatch.setattr(primary_choice, 'settle', fake.settle)
     return fake
 
 

@@ -23,7 +23,6 @@ from .conftest import (
     Lease,
     SideEffects,
     UnitFilesystem,
-    hand_over,
     leader_state,
     make_container,
     make_context,
@@ -31,6 +30,7 @@ from .conftest import (
     make_peer_relation,
     password_secret,
     peer_app_data,
+    state_for_unit,
     unit_name,
 )
 
@@ -77,6 +77,37 @@ def test_leader_renders_a_primary_config(ctx: Ctx, fs: UnitFilesystem) -> None:
     assert out.workload_version == '9.1.0'
 
 
+def test_with_other_units_the_primary_needs_a_replica_in_sync_to_take_writes(
+    ctx: Ctx, fs: UnitFilesystem
+) -> None:
+    deploy_leader(ctx, fs)
+
+    text = fs.read_config()
+    assert 'min-replicas-to-write 1\n' in text
+    assert 'min-replicas-max-lag 10\n' in text
+
+
+def test_a_single_unit_takes_writes_without_a_replica(ctx: Ctx, fs: UnitFilesystem) -> None:
+    alone = leader_state(fs, relations={make_peer_relation(0, units=[0])})
+    out = ctx.run(ctx.on.leader_elected(), alone)
+
+    assert 'min-replicas-to-write 0\n' in fs.read_config()
+    assert out.unit_status == ops.ActiveStatus('primary')
+
+
+def test_scaling_down_to_one_unit_lets_the_primary_write_alone(
+    ctx: Ctx, fs: UnitFilesystem
+) -> None:
+    out = deploy_leader(ctx, fs)
+    (relation,) = out.relations
+    alone = dataclasses.replace(relation, peers_data={})  # type: ignore[arg-type]
+    departed = rerun(out, relations={alone})
+
+    ctx.run(ctx.on.relation_departed(alone, remote_unit=1, departing_unit=1), departed)
+
+    assert 'min-replicas-to-write 0\n' in fs.read_config()
+
+
 def test_config_file_is_private_to_the_workload_user(ctx: Ctx, fs: UnitFilesystem) -> None:
     deploy_leader(ctx, fs)
     assert fs.config_file.stat().st_mode & 0o777 == 0o600
@@ -103,7 +134,7 @@ def test_follower_renders_replicaof_the_leader(tmp_path: Path) -> None:
 
     out = ctx.run(
         ctx.on.config_changed(),
-        hand_over(leader, to_unit=1, leader=False, container=make_container(fs)),
+        state_for_unit(leader, unit=1, leader=False, container=make_container(fs)),
     )
 
     text = fs.read_config()
@@ -275,12 +306,27 @@ def test_a_change_the_server_cannot_take_live_restarts_it_once(
 def test_nothing_is_applied_live_when_the_file_did_not_change(
     ctx: Ctx, fs: UnitFilesystem, live_server: FakeLive
 ) -> None:
-    state = deploy_leader(ctx, fs)
+    """A leader alone: no other unit's hook can have changed its server."""
+    alone = leader_state(fs, relations={make_peer_relation(0, units=(0,))})
+    state = ctx.run(ctx.on.leader_elected(), alone)
     live_server.calls.clear()
 
     ctx.run(ctx.on.config_changed(), state)
 
     assert live_server.calls == []
+
+
+def test_a_leader_with_peers_checks_its_server_on_every_hook(
+    ctx: Ctx, fs: UnitFilesystem, live_server: FakeLive
+) -> None:
+    """Another unit's handover, or a lost lease, may have changed its role with no event here."""
+    state = deploy_leader(ctx, fs)
+    live_server.calls.clear()
+
+    ctx.run(ctx.on.update_status(), state)
+
+    ((settings, _),) = live_server.calls
+    assert settings.primary_address is None
 
 
 def test_a_stopped_service_is_started_without_rewriting_the_file(
@@ -345,7 +391,7 @@ def test_invalid_config_on_a_follower_blocks_it_too(tmp_path: Path) -> None:
     leader = deploy_leader(make_context(tmp_path, 0), make_filesystem(tmp_path, 0))
     ctx = make_context(tmp_path, 1)
     fs = make_filesystem(tmp_path, 1)
-    state = hand_over(leader, to_unit=1, leader=False, container=make_container(fs))
+    state = state_for_unit(leader, unit=1, leader=False, container=make_container(fs))
     good = ctx.run(ctx.on.config_changed(), state)
     last_good = fs.read_config()
 
@@ -374,7 +420,7 @@ def test_user_admin_password_replaces_the_generated_one(tmp_path: Path) -> None:
     follower_ctx = make_context(tmp_path, 1)
     follower_ctx.run(
         follower_ctx.on.config_changed(),
-        hand_over(leader, to_unit=1, leader=False, container=make_container(follower_fs)),
+        state_for_unit(leader, unit=1, leader=False, container=make_container(follower_fs)),
     )
     assert 'masterauth "my own pa$$word \\"quoted\\""\n' in follower_fs.read_config()
 
@@ -500,11 +546,13 @@ def test_rotate_password_on_the_leader_and_the_followers_follow(tmp_path: Path) 
     # the secret with refresh=True: it still tracks the old revision before that.
     follower_fs = make_filesystem(tmp_path, 1)
     follower_ctx = make_context(tmp_path, 1)
-    follower_in = hand_over(leader, to_unit=1, leader=False, container=make_container(follower_fs))
+    follower_in = state_for_unit(
+        leader, unit=1, leader=False, container=make_container(follower_fs)
+    )
     follower = follower_ctx.run(follower_ctx.on.config_changed(), follower_in)
     assert f'masterauth "{old}"' in follower_fs.read_config()
-    follower_after = hand_over(
-        rotated, to_unit=1, leader=False, container=follower.get_container('valkey')
+    follower_after = state_for_unit(
+        rotated, unit=1, leader=False, container=follower.get_container('valkey')
     )
     follower_ctx.run(
         follower_ctx.on.relation_changed(follower_after.get_relations(PEERS)[0], remote_unit=0),
@@ -516,8 +564,8 @@ def test_rotate_password_on_the_leader_and_the_followers_follow(tmp_path: Path) 
 def test_rotate_password_on_a_follower_fails_naming_the_leader(tmp_path: Path) -> None:
     leader = deploy_leader(make_context(tmp_path, 0), make_filesystem(tmp_path, 0))
     ctx = make_context(tmp_path, 1)
-    state = hand_over(
-        leader, to_unit=1, leader=False, container=make_container(make_filesystem(tmp_path, 1))
+    state = state_for_unit(
+        leader, unit=1, leader=False, container=make_container(make_filesystem(tmp_path, 1))
     )
 
     with pytest.raises(testing.ActionFailed) as failure:
@@ -676,7 +724,7 @@ def test_a_follower_that_cannot_read_the_secret_waits(tmp_path: Path) -> None:
     leader = deploy_leader(make_context(tmp_path, 0), make_filesystem(tmp_path, 0))
     fs = make_filesystem(tmp_path, 1)
     ctx = make_context(tmp_path, 1)
-    state = hand_over(leader, to_unit=1, leader=False, container=make_container(fs))
+    state = state_for_unit(leader, unit=1, leader=False, container=make_container(fs))
 
     out = ctx.run(ctx.on.config_changed(), rerun(state, secrets=frozenset[testing.Secret]()))
 
@@ -692,7 +740,7 @@ def test_a_follower_waits_while_the_secret_has_no_password(tmp_path: Path) -> No
     )
     fs = make_filesystem(tmp_path, 1)
     ctx = make_context(tmp_path, 1)
-    state = hand_over(leader, to_unit=1, leader=False, container=make_container(fs))
+    state = state_for_unit(leader, unit=1, leader=False, container=make_container(fs))
 
     out = ctx.run(ctx.on.config_changed(), rerun(state, secrets={emptied}))
 
@@ -720,7 +768,7 @@ def test_a_leader_change_while_blocked_still_makes_a_primary(tmp_path: Path) -> 
     fs = make_filesystem(tmp_path, 1)
     follower = ctx.run(
         ctx.on.config_changed(),
-        hand_over(leader, to_unit=1, leader=False, container=make_container(fs)),
+        state_for_unit(leader, unit=1, leader=False, container=make_container(fs)),
     )
     blocked = ctx.run(ctx.on.config_changed(), rerun(follower, config={'maxmemory': '5 mb'}))
     assert 'replicaof' in fs.read_config()
@@ -883,14 +931,20 @@ def test_repairing_the_secret_also_checks_leadership_first(
     assert out.unit_status == ops.WaitingStatus('waiting for the leader to publish its address')
 
 
-def test_a_follower_never_removes_secret_revisions(tmp_path: Path) -> None:
+def test_a_follower_never_removes_secret_revisions(
+    tmp_path: Path, side_effects: SideEffects, caplog: pytest.LogCaptureFixture
+) -> None:
     leader = deploy_leader(make_context(tmp_path, 0), make_filesystem(tmp_path, 0))
     ctx = make_context(tmp_path, 1)
-    state = hand_over(
-        leader, to_unit=1, leader=False, container=make_container(make_filesystem(tmp_path, 1))
+    state = state_for_unit(
+        leader, unit=1, leader=False, container=make_container(make_filesystem(tmp_path, 1))
     )
+    side_effects.calls.clear()
     ctx.run(ctx.on.secret_remove(password_secret(leader), revision=1), state)
     assert ctx.removed_secret_revisions == []
+    # Not even tried: Juju would refuse it (the app owns the secret), and the log would warn.
+    assert 'remove_revision' not in side_effects.calls
+    assert 'Could not remove' not in caplog.text
 
 
 def test_stored_options_from_an_older_revision_do_not_break_hooks(

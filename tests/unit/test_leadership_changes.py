@@ -27,22 +27,23 @@ from ops import testing
 
 from charm import ValkeyLeaderCharm
 from workload import config as valkey_config
-from workload import handover, live
+from workload import live, primary_choice
 
 from ..fake_kubernetes import FakeKubernetes
 from .conftest import (
     APP,
     PEERS,
+    FakeChoice,
     FakeLive,
     Lease,
     SideEffects,
     UnitFilesystem,
-    hand_over,
     leader_state,
     make_container,
     make_context,
     make_filesystem,
     peer_app_data,
+    state_for_unit,
     unit_name,
 )
 
@@ -127,7 +128,7 @@ def unit_1_follows_unit_0(tmp_path: Path) -> tuple[testing.State, testing.State,
     )
     fs = make_filesystem(tmp_path, 1)
     follower_ctx = make_context(tmp_path, 1)
-    follower_in = hand_over(leader, to_unit=1, leader=False, container=make_container(fs))
+    follower_in = state_for_unit(leader, unit=1, leader=False, container=make_container(fs))
     follower = follower_ctx.run(
         follower_ctx.on.relation_changed(peers(follower_in), remote_unit=0), follower_in
     )
@@ -151,7 +152,7 @@ def unit_1_took_over(
     )
     assert role_in_file(make_filesystem(tmp_path, 0)) == 'primary'
     demoted = dataclasses.replace(
-        hand_over(new_leader, to_unit=0, leader=False, container=leader.get_container('valkey')),
+        state_for_unit(new_leader, unit=0, leader=False, container=leader.get_container('valkey')),
         stored_states=leader.stored_states,
     )
     return new_leader, demoted
@@ -253,7 +254,7 @@ def test_the_next_leader_repairs_a_service_its_predecessor_left_behind(
     fs1 = make_filesystem(tmp_path, 1)
     second = ctx1.run(
         ctx1.on.leader_elected(),
-        hand_over(first, to_unit=1, leader=True, container=make_container(fs1)),
+        state_for_unit(first, unit=1, leader=True, container=make_container(fs1)),
     )
     assert peer_app_data(second) == peer_app_data(first), 'unit 1 published nothing'
     assert kubernetes.selected_pod() == f'{APP}-1'
@@ -362,57 +363,134 @@ def test_leader_elected_rechecks_the_running_server_even_when_the_file_is_unchan
     unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
     live_server: FakeLive,
 ) -> None:
-    """A leader that lost its lease right after a handover may have taken the
-    role from this unit's server without changing this unit's file."""
+    """Another unit's handover, or a leader that lost its lease right after one, may
+    have changed this unit's server without changing its file: not only on leader-elected."""
     leader, _, _ = unit_1_follows_unit_0
     ctx = make_context(tmp_path, 0)
     live_server.calls.clear()
     ctx.run(ctx.on.config_changed(), leader)
-    assert live_server.calls == [], 'an unchanged file costs no connection'
-
     ctx.run(ctx.on.leader_elected(), leader)
-    ((settings, _),) = live_server.calls
-    assert settings.primary_address is None
+    assert [settings.primary_address for settings, _ in live_server.calls] == [None, None]
 
 
-@pytest.mark.parametrize(
-    ('handover', 'logged'),
-    [
-        (
-            handover.HandoverResult('switched', seconds=0.0042),
-            'The old primary handed over in 4 ms',
-        ),
-        (
-            handover.HandoverResult('unreachable', reason='no answer from old:6379'),
-            'No handover (unreachable: no answer from old:6379); promoting directly',
-        ),
-        (
-            handover.HandoverResult('forced', reason='this unit did not catch up within 4000 ms'),
-            'Demoted the old primary before catching up: '
-            'this unit did not catch up within 4000 ms',
-        ),
-        (
-            handover.HandoverResult('auth-refused', reason='the old primary refused the password'),
-            'No handover (auth-refused: the old primary refused the password); promoting directly',
-        ),
-    ],
+HELD_BACK = (
+    f'{unit_name(0)} did not hand over (timed-out: this unit was 5 bytes behind after 4000 ms)'
 )
-def test_the_log_says_how_the_primary_role_was_taken(
+
+
+def _unit_1_elected_but_unit_0_acts(
+    tmp_path: Path, follower: testing.State, choice: FakeChoice
+) -> testing.State:
+    choice.chosen = primary_choice.Chosen(unit_name(0), HELD_BACK)
+    return _elect_unit_1(tmp_path, follower)
+
+
+def test_a_new_leader_that_cannot_take_over_leaves_the_primary_in_charge_and_says_so(
     tmp_path: Path,
     unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
     live_server: FakeLive,
-    caplog: pytest.LogCaptureFixture,
-    handover: handover.HandoverResult,
-    logged: str,
+    kubernetes: FakeKubernetes,
+    choice: FakeChoice,
 ) -> None:
-    """Old pod gone, not caught up in time, password refused: the hook goes on, never raises.
+    _, follower, fs = unit_1_follows_unit_0
+    live_server.calls.clear()
+    choice.calls.clear()
 
-    (That a reason never holds a password is ``live``'s to prove: ``test_live.py``.)
-    """
+    out = _unit_1_elected_but_unit_0_acts(tmp_path, follower, choice)
+
+    (asked,) = choice.calls
+    assert (asked['leader'], asked['published']) == (unit_name(1), unit_name(0))
+    # Its own server stays a replica of the primary that has the writes.
+    assert role_in_file(fs) == f'replica of {unit_name(0)}'
+    ((settings, _),) = live_server.calls
+    assert (settings.primary_address or '').startswith(f'{APP}-0.')
+    # Published: the acting primary, its address and why; the Service selects it.
+    data = peer_app_data(out)
+    assert json.loads(data['leader-unit']) == unit_name(1)
+    assert json.loads(data['primary-unit']) == unit_name(0)
+    assert json.loads(data['primary-address']).startswith(f'{APP}-0.{APP}-endpoints.')
+    assert json.loads(data['primary-reason']) == HELD_BACK
+    assert (
+        kubernetes.services[f'{APP}-primary']['spec']['selector'][
+            'statefulset.kubernetes.io/pod-name'
+        ]
+        == f'{APP}-0'
+    )
+    waiting = ops.WaitingStatus(f'not the primary yet: {HELD_BACK}; {unit_name(0)} acts for it')
+    assert out.unit_status == waiting
+    assert out.app_status == waiting
+
+
+def test_followers_follow_the_acting_primary_and_it_stays_primary(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    unit_1_took_over: tuple[testing.State, testing.State],
+    choice: FakeChoice,
+) -> None:
     _, follower, _ = unit_1_follows_unit_0
-    live_server.result = live.LiveResult('applied', changes=('role',), handover=handover)
+    new_leader = _unit_1_elected_but_unit_0_acts(tmp_path, follower, choice)
+    # Unit 2 reads the record: it replicates from the acting primary, and says why.
+    fs2 = make_filesystem(tmp_path, 2)
+    ctx2 = make_context(tmp_path, 2)
+    unit_2 = state_for_unit(new_leader, unit=2, leader=False, container=make_container(fs2))
+    out2 = ctx2.run(ctx2.on.relation_changed(peers(unit_2), remote_unit=1), unit_2)
+    assert role_in_file(fs2) == f'replica of {unit_name(0)}'
+    assert out2.unit_status == ops.ActiveStatus(
+        f'replica of {unit_name(0)} (acting primary: {HELD_BACK})'
+    )
+    # Unit 0, no longer the leader, acts as primary: its file stays the primary's.
+    _, old_leader = unit_1_took_over
+    fs0 = make_filesystem(tmp_path, 0)
+    ctx0 = make_context(tmp_path, 0)
+    unit_0 = dataclasses.replace(
+        state_for_unit(
+            new_leader, unit=0, leader=False, container=old_leader.get_container('valkey')
+        ),
+        stored_states=old_leader.stored_states,
+    )
+    out0 = ctx0.run(ctx0.on.relation_changed(peers(unit_0), remote_unit=1), unit_0)
+    assert role_in_file(fs0) == 'primary'
+    assert out0.unit_status == ops.ActiveStatus(
+        f'primary (acting for {unit_name(1)}: {HELD_BACK})'
+    )
 
+
+def test_a_follower_waits_while_the_published_primary_is_not_one(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    live_server: FakeLive,
+) -> None:
+    """No loop of replicas: its server keeps its role, and the next hook checks again."""
+    _, follower, _ = unit_1_follows_unit_0
+    ctx = make_context(tmp_path, 1)
+    live_server.calls.clear()
+    live_server.result = live.LiveResult(
+        'unchanged', waiting=f'{APP}-0.{APP}-endpoints is not a primary (slave)'
+    )
+    out = ctx.run(ctx.on.relation_changed(peers(follower), remote_unit=0), follower)
+    assert len(live_server.calls) == 1, 'a new record: the server it names is checked'
+    assert out.unit_status == ops.WaitingStatus(
+        f'replica of {unit_name(0)}, not yet: {APP}-0.{APP}-endpoints is not a primary (slave)'
+    )
+    live_server.calls.clear()
+    live_server.result = live.LiveResult('applied', changes=('role',))
+    again = ctx.run(ctx.on.update_status(), out)
+    assert len(live_server.calls) == 1, 'the problem left by the last hook is checked again'
+    assert again.unit_status == ops.ActiveStatus(f'replica of {unit_name(0)}')
+
+
+def test_the_log_says_what_the_leader_changed_to_choose_the_primary(
+    tmp_path: Path,
+    unit_1_follows_unit_0: tuple[testing.State, testing.State, UnitFilesystem],
+    choice: FakeChoice,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, follower, _ = unit_1_follows_unit_0
+    choice.chosen = primary_choice.Chosen(unit_name(1), '', (f'{unit_name(0)} handed over',))
     out = _elect_unit_1(tmp_path, follower)
-
-    assert logged in caplog.text
+    assert f'Primary: {unit_name(0)} handed over' in caplog.text
     assert out.unit_status == ops.ActiveStatus('primary')
+    assert (
+        'primary-unit' not in peer_app_data(out)
+        or json.loads(peer_app_data(out)['primary-unit']) == ''
+    )

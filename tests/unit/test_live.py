@@ -302,7 +302,8 @@ def test_fake_a_no_op_reads_once_and_writes_nothing(servers: Servers) -> None:
 
 def test_fake_changes_are_applied_in_one_pipeline(servers: Servers) -> None:
     server = servers[client.LOCAL] = FakeServer(settings())
-    result = live.apply_live(settings(primary=None, password='new'), passwords=['new', 'pw'])
+    promote = settings(primary=None, password='new')
+    result = live.apply_live(promote, passwords=['new', 'pw'], may_promote=True)
     assert result == live.LiveResult('applied', changes=('masterauth', 'requirepass', 'role'))
     assert server.sent[2:] == [
         ('CONFIG', 'SET', 'masterauth', 'new', 'requirepass', 'new'),
@@ -322,7 +323,7 @@ def test_fake_failures_say_why_without_the_password(servers: Servers) -> None:
     refused = live.apply_live(settings(), passwords=['pw', 'also-wrong'])
     assert refused.status == 'auth-refused'
     server.refuse['REPLICAOF'] = 'ERR REPLICAOF not allowed for secret-one'
-    result = live.apply_live(settings(primary=None), passwords=['secret-one'])
+    result = live.apply_live(settings(primary=None), passwords=['secret-one'], may_promote=True)
     assert result.status == 'refused'
     # The desired settings' password is 'pw'; the server's message is scrubbed of
     # every password the caller gave.
@@ -332,7 +333,7 @@ def test_fake_failures_say_why_without_the_password(servers: Servers) -> None:
     result = live.apply_live(bad_level, passwords=['secret-one'])
     assert result.reason == 'CONFIG SET loglevel refused: ERR Invalid argument ***'
     server.refuse['REPLICAOF'] = valkey.exceptions.BusyLoadingError('LOADING')
-    loading = live.apply_live(settings(primary=None), passwords=['secret-one'])
+    loading = live.apply_live(settings(primary=None), passwords=['secret-one'], may_promote=True)
     assert loading.status == 'refused'
     assert loading.reason == 'REPLICAOF NO ONE refused: LOADING'
     server.refuse['CONFIG'] = 'NOPERM this user has no permissions to run the config command'
@@ -341,42 +342,44 @@ def test_fake_failures_say_why_without_the_password(servers: Servers) -> None:
     assert result.reason.startswith('reading the settings refused: NOPERM')
 
 
-def test_a_promotion_asks_a_primary_that_still_answers_to_hand_over_first(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    asked: list[dict[str, object]] = []
-
-    def hand_over(**kwargs: object) -> handover.HandoverResult:
-        asked.append(kwargs)
-        return handover.HandoverResult('switched', seconds=0.003)
-
-    monkeypatch.setattr(handover, 'hand_over', hand_over)
+def test_a_replica_is_promoted_only_when_the_leader_chose_it(servers: Servers) -> None:
     mine = servers[client.LOCAL] = FakeServer(settings())
-    following: dict[str, object] = {'role': 'slave', 'master_host': 'old.name'}
-    following['master_port'] = 6379
+    mine.replication |= {'master_link_status': 'up'}
 
-    mine.replication = following | {'master_link_status': 'down'}  # the old pod is gone
-    direct = live.apply_live(settings(primary=None), passwords=['pw'])
-    assert (asked, direct.handover, mine.replication['role']) == ([], None, 'master')
+    held = live.apply_live(settings(primary=None, log_level='debug'), passwords=['pw'])
+    assert held.waiting == 'only the leader promotes a server'
+    assert held.changes == ('loglevel',), 'the other settings are applied anyway'
+    assert mine.replication['role'] == 'slave'
 
-    mine.replication = following | {'master_link_status': 'up'}
-    nameless = dataclasses.replace(settings(primary=None), announce_host=None)
-    without_name = live.apply_live(nameless, passwords=['pw'])
-    assert (asked, without_name.handover) == ([], None), 'the old primary could not name it'
+    promote = settings(primary=None, log_level='debug')
+    chosen = live.apply_live(promote, passwords=['pw'], may_promote=True)
+    assert (chosen.changes, chosen.waiting) == (('role',), '')
+    assert mine.replication['role'] == 'master'
 
-    mine.replication = following | {'master_link_status': 'up'}
-    handed = live.apply_live(settings(primary=None), passwords=['pw', 'old'])
-    assert asked == [
-        {
-            'old_primary': ('old.name', 6379),  # whom its server follows: no peer data needed
-            'target': (OWN_NAME, 6379),
-            'passwords': ['pw', 'old'],
-            'local': client.LOCAL,
-            'transports': client.PLAINTEXT,  # as this unit's own server is reached
-        }
-    ]
-    assert handed.handover == handover.HandoverResult('switched', seconds=0.003)
-    assert mine.replication['role'] == 'master'  # promoted whatever the outcome
+
+def test_a_server_follows_only_a_server_that_says_it_is_a_primary(servers: Servers) -> None:
+    mine = servers[client.LOCAL] = FakeServer(settings(primary=None), role='master')
+    target = servers[(PRIMARY_NAME, 6379)] = FakeServer(settings(primary=OWN_NAME))
+
+    to_a_replica = live.apply_live(settings(), passwords=['pw'])
+    assert to_a_replica == live.LiveResult(
+        'unchanged', waiting=f'{PRIMARY_NAME} is not a primary (slave)'
+    )
+    assert mine.replication['role'] == 'master', 'no loop of replicas: it stays as it is'
+
+    del servers[(PRIMARY_NAME, 6379)]
+    gone = live.apply_live(settings(), passwords=['pw'])
+    assert gone.waiting == f'{PRIMARY_NAME} is not a primary (not-running)'
+
+    servers[(PRIMARY_NAME, 6379)] = target
+    target.replication = {'role': 'master'}
+    followed = live.apply_live(settings(), passwords=['pw'])
+    assert (followed.changes, followed.waiting) == (('role',), '')
+    assert mine.replication['master_host'] == PRIMARY_NAME
+
+    target.refuse['INFO'] = valkey.exceptions.TimeoutError('slow')
+    mine.replication = {'role': 'master'}
+    assert live.apply_live(settings(), passwords=['pw']).waiting.endswith('(TimeoutError)')
 
 
 def pause_hand_over(timeout_ms: int = 5000, target: str = OWN_NAME) -> handover.HandoverResult:
@@ -406,20 +409,20 @@ def test_fake_pause_handover_demotes_first_then_promotes_then_unpauses(servers: 
     assert mine.sent[-1] == ('REPLICAOF', 'NO', 'ONE')
 
 
-def test_fake_pause_handover_that_cannot_catch_up_demotes_the_old_primary_anyway(
+def test_fake_pause_handover_that_cannot_catch_up_leaves_the_old_primary_in_charge(
     servers: Servers,
 ) -> None:
-    """One primary that lost the gap beats two that both take writes."""
+    """No path demotes a primary before its writes reached its replacement."""
     old, mine = old_and_mine(servers, behind=50)
-    forced = pause_hand_over(timeout_ms=50)
-    assert forced.status == 'forced'
-    assert forced.reason == (
-        'this unit did not catch up within 40 ms; '
-        '50 bytes of writes the old primary acknowledged are lost'
-    )
-    assert old.replication['role'] == 'slave'
-    assert mine.replication['role'] == 'master'
-    assert old.sent[-1] == ('CLIENT', 'UNPAUSE')
+    timed_out = pause_hand_over(timeout_ms=50)
+    assert timed_out.status == 'timed-out'
+    assert timed_out.reason == 'this unit was 50 bytes behind after 40 ms'
+    assert old.replication['role'] == 'master'
+    assert mine.replication['role'] == 'slave'
+    assert [args for args in old.sent if args[0] != 'INFO'] == [
+        ('CLIENT', 'PAUSE', 50, 'WRITE'),
+        ('CLIENT', 'UNPAUSE'),
+    ]
 
 
 def test_fake_pause_handover_refusals_unpause_and_change_nothing(servers: Servers) -> None:

@@ -23,13 +23,13 @@ from .conftest import (
     APP,
     Lease,
     UnitFilesystem,
-    hand_over,
     imported_after,
     leader_state,
     make_container,
     make_context,
     make_filesystem,
     peer_app_data,
+    state_for_unit,
 )
 
 Ctx = testing.Context[ValkeyLeaderCharm]
@@ -98,8 +98,8 @@ def test_a_follower_never_calls_kubernetes(tmp_path: Path, kubernetes: FakeKuber
     )
     kubernetes.requests.clear()
     ctx = make_context(tmp_path, 1)
-    state = hand_over(
-        leader, to_unit=1, leader=False, container=make_container(make_filesystem(tmp_path, 1))
+    state = state_for_unit(
+        leader, unit=1, leader=False, container=make_container(make_filesystem(tmp_path, 1))
     )
 
     for event in (ctx.on.config_changed(), ctx.on.upgrade_charm(), ctx.on.update_status()):
@@ -143,8 +143,8 @@ def test_a_new_leader_repoints_the_service(tmp_path: Path, kubernetes: FakeKuber
     first_ctx = make_context(tmp_path, 0)
     first = first_ctx.run(first_ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path)))
     second_ctx = make_context(tmp_path, 1)
-    second_in = hand_over(
-        first, to_unit=1, leader=True, container=make_container(make_filesystem(tmp_path, 1))
+    second_in = state_for_unit(
+        first, unit=1, leader=True, container=make_container(make_filesystem(tmp_path, 1))
     )
 
     second_ctx.run(second_ctx.on.leader_elected(), second_in)

@@ -15,12 +15,12 @@ from ops import testing
 
 from .conftest import (
     PEERS,
-    hand_over,
     leader_state,
     make_container,
     make_context,
     make_filesystem,
     password_secret,
+    state_for_unit,
 )
 
 
@@ -50,8 +50,8 @@ def test_the_password_appears_only_in_the_config_file(
 
     follower_ctx = make_context(tmp_path, 1)
     follower_fs = make_filesystem(tmp_path, 1)
-    follower_in = hand_over(
-        rotated, to_unit=1, leader=False, container=make_container(follower_fs)
+    follower_in = state_for_unit(
+        rotated, unit=1, leader=False, container=make_container(follower_fs)
     )
     follower = follower_ctx.run(
         follower_ctx.on.relation_changed(follower_in.get_relations(PEERS)[0], remote_unit=0),

@@ -25,11 +25,11 @@ from .conftest import (
     PEERS,
     FakeLive,
     SideEffects,
-    hand_over,
     leader_state,
     make_container,
     make_context,
     make_filesystem,
+    state_for_unit,
 )
 
 Ctx = testing.Context[ValkeyLeaderCharm]
@@ -55,9 +55,9 @@ def deploy(tmp_path: Path) -> tuple[dict[int, Ctx], dict[int, testing.State]]:
     states = {0: ctx.run(ctx.on.leader_elected(), leader_state(make_filesystem(tmp_path, 0)))}
     for unit in (1, 2):
         ctx = contexts[unit]
-        follower = hand_over(
+        follower = state_for_unit(
             states[0],
-            to_unit=unit,
+            unit=unit,
             leader=False,
             container=make_container(make_filesystem(tmp_path, unit)),
         )
@@ -77,7 +77,8 @@ def test_a_follower_is_left_alone_by_events_that_change_nothing(
     ctx, state = contexts[1], states[1]
     side_effects.calls.clear()
     kubernetes.requests.clear()
-    before = tmp_path.joinpath('unit-1-etc', 'valkey.conf').read_text()
+    config_file = make_filesystem(tmp_path, 1).config_file
+    before = config_file.read_text()
 
     for _ in range(2):
         state = ctx.run(ctx.on.config_changed(), state)
@@ -86,7 +87,7 @@ def test_a_follower_is_left_alone_by_events_that_change_nothing(
 
     assert changes(side_effects) == []
     assert kubernetes.requests == []
-    assert tmp_path.joinpath('unit-1-etc', 'valkey.conf').read_text() == before
+    assert config_file.read_text() == before
 
 
 def test_a_leader_elected_again_changes_nothing(
@@ -144,8 +145,8 @@ def test_a_leadership_change_restarts_no_unit_and_applies_each_role_live_once(
     demoted = demote(states[0])
     contexts[0].run(contexts[0].on.update_status(), demoted)
     count_restarts(0)
-    elected = hand_over(
-        states[0], to_unit=1, leader=True, container=states[1].get_container('valkey')
+    elected = state_for_unit(
+        states[0], unit=1, leader=True, container=states[1].get_container('valkey')
     )
     new_leader = contexts[1].run(contexts[1].on.leader_elected(), elected)
     contexts[1].run(contexts[1].on.update_status(), new_leader)
@@ -153,8 +154,8 @@ def test_a_leadership_change_restarts_no_unit_and_applies_each_role_live_once(
     # The new leader's write to the peer databag wakes up the other two.
     for unit in (0, 2):
         ctx = contexts[unit]
-        follower = hand_over(
-            new_leader, to_unit=unit, leader=False, container=states[unit].get_container('valkey')
+        follower = state_for_unit(
+            new_leader, unit=unit, leader=False, container=states[unit].get_container('valkey')
         )
         follower = ctx.run(peers_changed(ctx, follower, leader=1), follower)
         ctx.run(ctx.on.update_status(), follower)
@@ -164,7 +165,8 @@ def test_a_leadership_change_restarts_no_unit_and_applies_each_role_live_once(
     # Unit 0 keeps its file until unit 1 publishes (no live call then), then
     # each unit's server gets its new role once, live.
     new_primary = f'{APP}-1.{APP}-endpoints.'
-    assert applied[1] == [None]
+    # The leader checks its server on every hook (once its role is in place, a read).
+    assert applied[1] == [None, None]
     for unit in (0, 2):
         (primary,) = applied[unit]
         assert primary is not None
@@ -187,8 +189,8 @@ def test_rotate_password_writes_once_and_restarts_no_unit(
     assert [n for _, n in live_server.calls] == [2]
     for unit in (1, 2):
         follower_ctx = contexts[unit]
-        follower = hand_over(
-            rotated, to_unit=unit, leader=False, container=states[unit].get_container('valkey')
+        follower = state_for_unit(
+            rotated, unit=unit, leader=False, container=states[unit].get_container('valkey')
         )
         side_effects.calls.clear()
         follower = follower_ctx.run(peers_changed(follower_ctx, follower, leader=0), follower)

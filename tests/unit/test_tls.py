@@ -102,7 +102,7 @@ class Unit:
         self.state = dataclasses.replace(self.state, relations={*others, relation})
 
     def tls_dirs(self) -> list[Path]:
-        root = self.fs.etc / 'tls'
+        root = self.fs.config_dir / 'tls'
         return sorted(root.iterdir()) if root.exists() else []
 
     def config(self) -> str:

@@ -27,6 +27,7 @@ from .charm_unit import (
     follower_state,
     is_active,
     leader_state,
+    peer_relation,
 )
 from .conftest import StartServer
 from .valkey_server import ValkeyServer
@@ -51,9 +52,10 @@ def with_client(state: testing.State, leader_out: testing.State | None = None) -
     return dataclasses.replace(state, relations={*state.relations, relation})
 
 
-def serve_client(unit: CharmUnit) -> testing.State:
+def serve_client(unit: CharmUnit, peers: tuple[int, ...] = (0, 1)) -> testing.State:
     """The leader's hooks: leader-elected, then the client's relation-changed."""
-    state = unit.ctx.run(unit.ctx.on.leader_elected(), with_client(leader_state(unit)))
+    elected = with_client(leader_state(unit, peers=peers))
+    state = unit.ctx.run(unit.ctx.on.leader_elected(), elected)
     relation = state.get_relation(CLIENT_RELATION_ID)
     out = unit.ctx.run(unit.ctx.on.relation_changed(relation, remote_unit=0), state)
     assert is_active(out), out.unit_status
@@ -81,7 +83,7 @@ def refused(server: ValkeyServer, username: str, password: str, *command: str) -
 def test_a_clients_user_may_use_its_own_keys_and_nothing_else(
     leader_unit: CharmUnit, start_server: StartServer
 ) -> None:
-    out = serve_client(leader_unit)
+    out = serve_client(leader_unit, peers=(0,))  # one unit: no replica to wait for
     username, password = client_credentials(out)
     server = start_server(leader_unit)
 
@@ -125,6 +127,7 @@ def test_a_replica_enforces_the_same_user(
 
     primary = start_server(leader_unit)
     replica = start_server(follower_unit, replicaof=primary.port)  # masterauth still works
+    valkey_server.wait_in_sync(replica, app_password(leader_out))
     with primary.client(password, username=username) as client:
         client.set('shop:stock', '12')
     assert (
@@ -154,15 +157,24 @@ def test_the_same_credentials_write_through_a_new_primary(
 ) -> None:
     old = serve_client(leader_unit)
     credentials = client_credentials(old)
-    # Unit 1 is elected: it reads what its predecessor published, the client's
-    # answer and secret included, and writes its file as the primary.
-    state = dataclasses.replace(with_client(follower_state(follower_unit, old), old), leader=True)
+    # Unit 0 is gone (scaled down) and unit 1 is elected: it reads what its
+    # predecessor published, the client's answer and secret included, and, alone,
+    # writes its file as the primary (no other server's data to wait for).
+    state = with_client(follower_state(follower_unit, old), old)
+    alone = peer_relation(1, old.get_relation(PEER_RELATION_ID).local_app_data, [1])
+    others = {r for r in state.relations if r.endpoint != 'valkey-peers'}
+    state = dataclasses.replace(state, leader=True, relations={*others, alone})
     new = follower_unit.ctx.run(follower_unit.ctx.on.leader_elected(), state)
     assert is_active(new), new.unit_status
     assert client_credentials(new) == credentials
 
     username, password = credentials
-    with start_server(follower_unit).client(password, username=username) as client:
+    new_primary = start_server(follower_unit)
+    # Unit 0 is still in the application: the new primary takes writes once it follows.
+    valkey_server.wait_in_sync(
+        start_server(leader_unit, replicaof=new_primary.port), app_password(new)
+    )
+    with new_primary.client(password, username=username) as client:
         client.set('shop:after-failover', 'yes')
         assert client.get('shop:after-failover') == 'yes'
 

@@ -132,14 +132,22 @@ class Cluster:
         return dataclasses.replace(settings, **options)
 
     def reconcile(self, unit: Unit, settings: valkey_config.ValkeySettings) -> live.LiveResult:
-        """What the charm does: push the new file, then apply it live."""
+        """What the charm does: push the new file, then apply it live.
+
+        A file that says primary is pushed by the leader once it chose that
+        unit's server (``may_promote``): it is never a follower's own decision.
+        """
         config_file = unit.root / 'valkey.conf'
         previous = valkey_config.requirepass_from_config(config_file.read_text())
         config_file.write_text(valkey_config.render_config(settings, TEMPLATES))
         unit.settings = settings
         passwords = [settings.password, *([previous] if previous else [])]
         return live.apply_live(
-            settings, passwords=passwords, address=unit.address, resolve=self.resolve
+            settings,
+            passwords=passwords,
+            address=unit.address,
+            resolve=self.resolve,
+            may_promote=settings.primary_address is None,
         )
 
     def assert_runs_its_file(self, unit: Unit) -> None:
@@ -315,15 +323,19 @@ def test_leader_change_with_the_old_primary_gone(cluster: Cluster) -> None:
 def test_a_former_primary_becomes_a_replica_live(cluster: Cluster) -> None:
     """replica -> primary on one unit, primary -> replica on another, both live.
 
-    The old primary still answers: the promotion starts with its handover, which
-    already makes it a replica of the new one; its own file follows later.
+    The old primary still answers: the leader's choice starts with its handover,
+    which already makes it a replica of the new one; its own file follows later.
     """
     old, new, other = cluster.units
     before = [unit.identity() for unit in cluster.units]
-    promoted = cluster.reconcile(new, cluster.settings(1, primary=1))
-    assert promoted.changes == ('role',)
-    assert promoted.handover is not None
-    assert promoted.handover.status == 'switched', promoted.handover
+    handed = handover.hand_over(
+        old_primary=old.address,
+        target=cluster.resolve(unit_dns_name(1)),
+        passwords=[PASSWORD],
+        local=new.address,
+    )
+    assert handed.status == 'switched', handed
+    assert cluster.reconcile(new, cluster.settings(1, primary=1)).changes == ()
     assert cluster.reconcile(old, cluster.settings(0, primary=1)).changes == ()
     assert cluster.reconcile(other, cluster.settings(2, primary=1)).changes == ('role',)
     command(new.server.port, PASSWORD, 'SET', 'on the new primary', '1')

@@ -70,7 +70,7 @@ def test_binary_is_the_valkey_line_the_image_pins() -> None:
 def test_the_leader_file_requires_the_password_from_the_secret(
     leader_unit: CharmUnit, start_server: StartServer
 ) -> None:
-    out = elect(leader_unit)
+    out = elect(leader_unit, peers=(0,))  # one unit: no replica to wait for
     password = app_password(out)
     server = start_server(leader_unit)
 
@@ -122,6 +122,7 @@ def test_a_follower_file_replicates_from_the_leader(
 
     primary = start_server(leader_unit)
     replica = start_server(follower_unit, replicaof=primary.port)
+    valkey_server.wait_in_sync(replica, password)
     with primary.client(password) as client:
         client.set('written-on', 'the leader')
 
@@ -271,7 +272,7 @@ def test_a_user_admin_password_authenticates_exactly(
     leader_unit: CharmUnit, start_server: StartServer, password: str
 ) -> None:
     secret = testing.Secret(tracked_content={'password': password})
-    elect(leader_unit, {'admin-password': secret.id}, secrets=[secret])
+    elect(leader_unit, {'admin-password': secret.id}, secrets=[secret], peers=(0,))
     server = start_server(leader_unit)
 
     with server.client(password) as client:
@@ -297,6 +298,7 @@ def test_a_follower_authenticates_to_the_leader_with_a_user_password(
 
     primary = start_server(leader_unit)
     replica = start_server(follower_unit, replicaof=primary.port)
+    valkey_server.wait_in_sync(replica, password)
     with primary.client(password) as client:
         client.set('synced', 'yes')
     assert wait_for(replica, password, 'synced') == 'yes'

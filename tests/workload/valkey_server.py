@@ -412,6 +412,20 @@ def connect(port: int, password: str | None) -> Generator[Client, None, None]:
         client.close()
 
 
+def wait_in_sync(replica: ValkeyServer, password: str, timeout: float = 20.0) -> None:
+    """Wait until ``replica``'s link to its primary is up.
+
+    With other units in the application, the charm's file makes a primary take
+    writes only while a replica is in sync (``min-replicas-to-write``).
+    """
+
+    def linked() -> bool | None:
+        with replica.client(password) as client:
+            return client.replication().get('master_link_status') == 'up' or None
+
+    eventually(linked, timeout=timeout, what=f'the replica on port {replica.port} in sync')
+
+
 def read_key(server: ValkeyServer, password: str, key: str) -> str | None:
     """The value of ``key`` on ``server``; ``None`` if absent or unreachable."""
     try:

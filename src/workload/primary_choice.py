@@ -1,0 +1,114 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""The leader's choice of primary, carried out: read every server, decide, act.
+
+No Juju here. The charm's leader calls :func:`settle` on every hook with every
+unit's stable DNS name; it reads the servers (:func:`workload.survey.survey`), decides
+(:func:`workload.election.choose`, pure), then does what the decision says: asks the
+live primary to hand over to the leader's server, promotes the server with
+every write when no primary is alive, or makes a second primary a replica of
+the one kept. Before it changes another unit's server it calls
+``before_change``: the charm's check that it still leads.
+
+What it returns is what the leader publishes: the unit whose server accepts
+writes after this hook, and, when that is not the leader's, why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from workload import client, election, handover, survey
+from workload.client import Address, Resolve
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chosen:
+    """The server that accepts writes after this hook, as the leader publishes it."""
+
+    unit: str
+    """Its unit."""
+    reason: str = ''
+    """Why it is not the leader's server; empty when it is."""
+    changed: tuple[str, ...] = ()
+    """What this hook changed, in words (``handed over from ...``), for the log."""
+
+
+def settle(
+    *,
+    leader: str,
+    units: Mapping[str, str],
+    published: str | None,
+    passwords: Sequence[str],
+    resolve: Resolve,
+    local: Address,
+    before_change: Callable[[], None],
+) -> Chosen:
+    """Make exactly one server, the one with the data, the primary; say which.
+
+    Args:
+        leader: this unit, the leader.
+        units: every unit's stable DNS name, the leader's too.
+        published: the unit published as primary until now, if any.
+        passwords: the passwords to try on every server, in order.
+        resolve: maps a DNS name to the address Valkey replicates from.
+        local: the leader's own server.
+        before_change: raises if this unit no longer leads; called right
+            before another unit's server is changed.
+    """
+    servers = survey.survey(
+        units, this_unit=leader, passwords=passwords, resolve=resolve, local=local
+    )
+    decision = election.choose(leader, servers, published)
+    primary = decision.primary
+    if primary is None:
+        # Nobody answers (a fresh deployment, before any server started; or every
+        # pod restarting): keep what was published; the leader's own at first.
+        return Chosen(published or leader, decision.reason)
+    changed: list[str] = []
+    for other in decision.demote:
+        before_change()
+        host, port = resolve(units[primary])
+        why = survey.set_role(
+            _reach(other, leader, units, resolve, local),
+            (host, str(port)),
+            passwords=passwords,
+            timeout=client.PEER_CONNECT_TIMEOUT,
+        )
+        changed.append(f'{other} made a replica of {primary}' + (f': {why}' if why else ''))
+    if decision.action == 'hand-over':
+        before_change()
+        handed_over = handover.hand_over(
+            old_primary=resolve(units[primary]),
+            target=resolve(units[leader]),
+            passwords=passwords,
+            local=local,
+        )
+        if handed_over.status in ('switched', 'already-primary'):
+            return Chosen(leader, '', (*changed, f'{primary} handed over'))
+        reason = f'{primary} did not hand over ({handed_over.status}: {handed_over.reason})'
+        return Chosen(primary, reason, tuple(changed))
+    if decision.action == 'promote' and primary != leader:
+        before_change()
+        why = survey.set_role(
+            _reach(primary, leader, units, resolve, local),
+            ('NO', 'ONE'),
+            passwords=passwords,
+            timeout=client.PEER_CONNECT_TIMEOUT,
+        )
+        if why:
+            reason = f'could not promote {primary}: {why}'
+            return Chosen(published or leader, reason, tuple(changed))
+        changed.append(f'promoted {primary}')
+    return Chosen(primary, decision.reason, tuple(changed))
+
+
+def _reach(
+    unit: str, leader: str, units: Mapping[str, str], resolve: Resolve, local: Address
+) -> Address:
+    return local if unit == leader else resolve(units[unit])

@@ -1,0 +1,214 @@
+# Copyright 2026 The valkey-leader-k8s authors
+# See LICENSE file for licensing details.
+
+"""The leader's choice carried out: every server read once, then a handover, promotion or demotion.
+
+A fake client (tests/unit/test_live.py) stands in for valkey-py; the same paths
+run against real servers in tests/simulation/test_one_primary.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from workload import client, handover, primary_choice, survey
+
+from .test_live import OWN_NAME, PRIMARY_NAME, FakeServer, Servers, servers, settings
+
+__all__ = ['servers']  # the fixture, imported to be used here
+
+A, B, C = 'valkey-leader-k8s/0', 'valkey-leader-k8s/1', 'valkey-leader-k8s/2'
+THIRD_NAME = 'valkey-leader-k8s-2.valkey-leader-k8s-endpoints.demo.svc.cluster.local'
+UNITS = {A: PRIMARY_NAME, B: OWN_NAME, C: THIRD_NAME}
+
+
+@pytest.fixture(autouse=True)
+def live_server() -> None:
+    """Overrides conftest's fake: these tests use the fake client instead."""
+
+
+@pytest.fixture(autouse=True)
+def choice() -> None:
+    """Overrides conftest's fake: these tests exercise the real ``primary_choice.settle``."""
+
+
+class Leadership:
+    def __init__(self) -> None:
+        self.checks = 0
+        self.lost = False
+
+    def before_change(self) -> None:
+        self.checks += 1
+        if self.lost:
+            raise RuntimeError('no longer the leader')
+
+
+def settle(leader: str = B, published: str | None = A, lease: Leadership | None = None):
+    return primary_choice.settle(
+        leader=leader,
+        units=UNITS,
+        published=published,
+        passwords=['pw'],
+        resolve=client.same_host,
+        local=client.LOCAL,
+        before_change=(lease or Leadership()).before_change,
+    )
+
+
+def replica(of: str, offset: int, *, link: str = 'up') -> FakeServer:
+    server = FakeServer(settings(primary=of))
+    server.replication |= {
+        'master_link_status': link,
+        'master_repl_offset': offset,
+        'slave_repl_offset': offset,
+    }
+    return server
+
+
+def primary(offset: int = 100, history: str = 'history-1') -> FakeServer:
+    server = FakeServer(settings(primary=None), role='master')
+    server.replication |= {'master_repl_offset': offset, 'master_replid': history}
+    return server
+
+
+def world(servers: Servers, a: FakeServer | None, b: FakeServer | None, c: FakeServer | None):
+    for address, server in (
+        ((PRIMARY_NAME, 6379), a),
+        (client.LOCAL, b),  # the leader's own server, on the pod's loopback
+        ((THIRD_NAME, 6379), c),
+    ):
+        if server is not None:
+            servers[address] = server
+
+
+def test_the_survey_reads_every_server_once_in_one_round_trip(servers: Servers) -> None:
+    world(servers, primary(), replica(PRIMARY_NAME, 100), None)
+    refusing = servers[(THIRD_NAME, 6379)] = replica(PRIMARY_NAME, 100)
+    refusing.password = 'another'
+    found = survey.survey(
+        UNITS, this_unit=B, passwords=['pw'], resolve=client.same_host, local=client.LOCAL
+    )
+    assert (found[A].primary, found[A].offset, found[A].history) == (True, 100, 'history-1')
+    assert (found[B].follows, found[B].link_up, found[B].syncing) == (A, True, False)
+    assert (found[C].answered, found[C].why_not) == (False, 'refused the password')
+    sent = servers[(PRIMARY_NAME, 6379)].sent
+    assert sent == [('INFO', 'replication'), ('INFO', 'persistence')]
+
+
+def test_a_syncing_or_loading_server_is_read_as_such() -> None:
+    replication = {
+        'role': 'slave',
+        'master_host': 'elsewhere',
+        'master_port': '6379',
+        'master_sync_in_progress': '1',
+        'master_replid2': 'h0',
+        'second_repl_offset': 'not a number',
+    }
+    state = survey.state_of(C, replication, {'loading': '0'}, {})
+    assert (state.follows, state.syncing, state.previous_history, state.offset) == (
+        None,
+        True,
+        'h0',
+        0,
+    )
+    assert survey.state_of(C, {'role': 'master'}, {'loading': '1'}, {}).syncing
+
+
+def test_a_leader_in_sync_takes_over_by_a_handover(servers: Servers) -> None:
+    world(servers, primary(), replica(PRIMARY_NAME, 100), replica(PRIMARY_NAME, 100))
+    lease = Leadership()
+    chosen = settle(lease=lease)
+    assert chosen == primary_choice.Chosen(B, '', (f'{A} handed over',))
+    assert servers[client.LOCAL].replication['role'] == 'master'
+    assert servers[(PRIMARY_NAME, 6379)].replication['master_host'] == OWN_NAME
+    assert lease.checks == 1
+
+
+def test_a_handover_that_times_out_leaves_the_old_primary_acting(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world(servers, primary(), replica(PRIMARY_NAME, 100), replica(PRIMARY_NAME, 100))
+
+    def too_slow(**_: object) -> handover.HandoverResult:
+        return handover.HandoverResult('timed-out', 'this unit was 5 bytes behind after 4000 ms')
+
+    monkeypatch.setattr(handover, 'hand_over', too_slow)
+    chosen = settle()
+    assert chosen.unit == A
+    assert chosen.reason == (
+        f'{A} did not hand over (timed-out: this unit was 5 bytes behind after 4000 ms)'
+    )
+
+
+def test_without_a_primary_the_furthest_replica_is_promoted_even_if_not_the_leader(
+    servers: Servers,
+) -> None:
+    world(
+        servers,
+        None,
+        replica(PRIMARY_NAME, 90, link='down'),
+        replica(PRIMARY_NAME, 100, link='down'),
+    )
+    chosen = settle()
+    assert chosen == primary_choice.Chosen(
+        C, f"the leader's server is behind {C}", (f'promoted {C}',)
+    )
+    assert servers[(THIRD_NAME, 6379)].replication['role'] == 'master'
+    assert servers[client.LOCAL].replication['role'] == 'slave'
+
+
+def test_a_promotion_that_fails_keeps_what_was_published(servers: Servers) -> None:
+    world(
+        servers,
+        None,
+        replica(PRIMARY_NAME, 90, link='down'),
+        replica(PRIMARY_NAME, 100, link='down'),
+    )
+    servers[(THIRD_NAME, 6379)].refuse['REPLICAOF'] = 'ERR no'
+    chosen = settle()
+    assert chosen.unit == A
+    assert chosen.reason == f'could not promote {C}: REPLICAOF refused (ResponseError)'
+
+
+def test_a_second_primary_is_made_a_replica_of_the_published_one(servers: Servers) -> None:
+    world(servers, primary(), primary(50, history='history-2'), replica(PRIMARY_NAME, 100))
+    chosen = settle()
+    assert chosen.unit == A
+    assert chosen.changed == (f'{B} made a replica of {A}',)
+    assert servers[client.LOCAL].replication['master_host'] == PRIMARY_NAME
+    servers[(THIRD_NAME, 6379)] = primary(10, history='history-3')
+    servers[(THIRD_NAME, 6379)].refuse['REPLICAOF'] = 'ERR no'
+    servers[client.LOCAL] = primary(50, history='history-2')
+    refused = settle()
+    assert f'{C} made a replica of {A}: REPLICAOF refused (ResponseError)' in refused.changed
+
+
+def test_when_no_server_answers_the_published_primary_stays(servers: Servers) -> None:
+    assert settle() == primary_choice.Chosen(A, 'no server answers')
+    assert settle(published=None) == primary_choice.Chosen(B, 'no server answers')
+    assert survey.set_role(('nowhere', 6379), ('NO', 'ONE'), passwords=['pw'], timeout=1) == (
+        'no answer from nowhere:6379 (connection refused)'
+    )
+
+
+# Each kind of change the leader makes to another unit's server, from the world that needs it.
+CHANGES = {
+    'hand-over': lambda: (primary(), replica(PRIMARY_NAME, 100), replica(PRIMARY_NAME, 100)),
+    'promote': lambda: (
+        None,
+        replica(PRIMARY_NAME, 90, link='down'),
+        replica(PRIMARY_NAME, 100, link='down'),
+    ),
+    'demote': lambda: (primary(), replica(PRIMARY_NAME, 100), primary(10, history='history-3')),
+}
+
+
+@pytest.mark.parametrize('change', CHANGES)
+def test_nothing_is_changed_once_leadership_is_lost(servers: Servers, change: str) -> None:
+    world(servers, *CHANGES[change]())
+    lease = Leadership()
+    lease.lost = True
+    with pytest.raises(RuntimeError):
+        settle(lease=lease)
+    for server in servers.values():
+        assert [args for args in server.sent if args[0] != 'INFO'] == []
