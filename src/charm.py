@@ -289,7 +289,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         password = app_password.password
         # Choosing the primary changes the workload of other units: check right before.
         self._ensure_still_leader()
-        role, roles_changed = self._choose_primary(peers, password, previous)
+        role, roles_changed = self._choose_primary(peers, password, previous, tls_material)
         # With peers, every leader hook compares its server with its file, not only
         # leader-elected: another unit's hook may have changed the server's role.
         check_server = recheck or (peers is not None and bool(peers.units))
@@ -321,7 +321,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
         return problem
 
     def _choose_primary(
-        self, peers: ops.Relation | None, password: str, previous: LeaderRecord | None
+        self,
+        peers: ops.Relation | None,
+        password: str,
+        previous: LeaderRecord | None,
+        tls_material: TlsMaterial | None,
     ) -> tuple[Role, bool]:
         """This unit's server's role after this hook, and whether any server's role changed."""
         if peers is None or not peers.units:
@@ -331,6 +335,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
         names = [self.unit.name, *(unit.name for unit in peers.units)]
         units = {n: leadership.unit_address(n, self.app.name, self.model.name) for n in names}
+        container = self.unit.get_container(valkey_container.CONTAINER)
         # Only the app password: the others take a new one after this unit (from
         # its record), so a server that refuses it is read as not answering.
         chosen = primary_choice.settle(
@@ -341,6 +346,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
             resolve=client.same_host,
             local=client.LOCAL,
             before_change=self._ensure_still_leader,
+            # With TLS on, every server's port speaks TLS only.
+            transports=valkey_container.transports(container, tls_material),
         )
         for change in chosen.changed:
             logger.info('Primary: %s', change)

@@ -287,6 +287,25 @@ def installed_tls(container: ops.Container) -> TlsMaterial | None:
     return material if material.directory == directory else None
 
 
+def transports(container: ops.Container, tls: TlsMaterial | None) -> list[Transport]:
+    """How to reach this unit's server, and the others': as its file says, then as ``tls`` says.
+
+    The leader reads and changes the other units' servers with these too: with
+    TLS on, their port speaks TLS only, and every unit's certificate comes from
+    the same provider, so this unit's CA checks theirs. While this unit's own
+    server turns TLS on or off, both are tried. Never plaintext after a failed
+    TLS attempt otherwise: that would send the password unencrypted.
+    """
+    from workload import client  # noqa: PLC0415
+
+    desired = client.Tls(tls.ca) if tls is not None else None
+    try:
+        previous = _pull(container) if container.can_connect() else None
+        return _transports(container, tls, previous)
+    except pebble.Error:
+        return [desired]  # the file is not known: what this hook serves is the best guess
+
+
 def _transports(
     container: ops.Container, tls: TlsMaterial | None, previous: str | None
 ) -> list[Transport]:

@@ -48,6 +48,7 @@ def settle(
     resolve: Resolve,
     local: Address,
     before_change: Callable[[], None],
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> Chosen:
     """Make exactly one server, the one with the data, the primary; say which.
 
@@ -60,9 +61,17 @@ def settle(
         local: the leader's own server.
         before_change: raises if this unit no longer leads; called right
             before another unit's server is changed.
+        transports: how to reach every server, in order (TLS with this unit's
+            CA, or plaintext): a server that speaks TLS only must not be read
+            as one that does not answer.
     """
     servers = survey.survey(
-        units, this_unit=leader, passwords=passwords, resolve=resolve, local=local
+        units,
+        this_unit=leader,
+        passwords=passwords,
+        resolve=resolve,
+        local=local,
+        transports=transports,
     )
     decision = election.choose(leader, servers, published)
     primary = decision.primary
@@ -79,6 +88,7 @@ def settle(
             (host, str(port)),
             passwords=passwords,
             timeout=client.PEER_CONNECT_TIMEOUT,
+            transports=transports,
         )
         changed.append(f'{other} made a replica of {primary}' + (f': {why}' if why else ''))
     if decision.action == 'hand-over':
@@ -88,6 +98,7 @@ def settle(
             target=resolve(units[leader]),
             passwords=passwords,
             local=local,
+            transports=transports,
         )
         if handed_over.status in ('switched', 'already-primary'):
             return Chosen(leader, '', (*changed, f'{primary} handed over'))
@@ -100,6 +111,7 @@ def settle(
             ('NO', 'ONE'),
             passwords=passwords,
             timeout=client.PEER_CONNECT_TIMEOUT,
+            transports=transports,
         )
         if why:
             reason = f'could not promote {primary}: {why}'

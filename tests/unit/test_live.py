@@ -205,6 +205,8 @@ class FakeServer:
         self.refuse: dict[str, str | Exception] = {}
         self.sent: list[tuple[str | int, ...]] = []
         self.users = {'default'}
+        # The CA of the certificate it serves with: its port then speaks TLS only.
+        self.tls_ca: str | None = None
 
     def answer(self, *args: str | int) -> object:
         self.sent.append(args)
@@ -283,6 +285,11 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> dict[client.Address, FakeServer]
         server = known.get(address)
         if server is None:
             raise valkey.exceptions.ConnectionError('Connection refused.')
+        if server.tls_ca is not None and transport != client.Tls(server.tls_ca):
+            # Plaintext on a TLS port, or a certificate the given CA did not sign.
+            raise valkey.exceptions.ConnectionError('Connection closed by server.')
+        if server.tls_ca is None and transport is not None:
+            raise valkey.exceptions.TimeoutError('Timeout reading from socket')  # no handshake
         if server.password != password:
             raise valkey.exceptions.AuthenticationError('invalid username-password pair')
         return FakeClient(server)
@@ -380,6 +387,19 @@ def test_a_server_follows_only_a_server_that_says_it_is_a_primary(servers: Serve
     target.refuse['INFO'] = valkey.exceptions.TimeoutError('slow')
     mine.replication = {'role': 'master'}
     assert live.apply_live(settings(), passwords=['pw']).waiting.endswith('(TimeoutError)')
+
+
+def test_over_tls_the_primary_to_follow_is_checked_over_tls(servers: Servers) -> None:
+    over_tls = [client.Tls('the CA')]
+    mine = servers[client.LOCAL] = FakeServer(settings(primary=None), role='master')
+    target = servers[(PRIMARY_NAME, 6379)] = FakeServer(settings(primary=None), role='master')
+    mine.tls_ca = target.tls_ca = 'the CA'
+
+    assert live.read_role((PRIMARY_NAME, 6379), ['pw'], 1.0, over_tls) == 'master'
+    assert live.read_role((PRIMARY_NAME, 6379), ['pw'], 1.0) == 'not-running', 'plaintext'
+    followed = live.apply_live(settings(), passwords=['pw'], transports=over_tls)
+    assert (followed.changes, followed.waiting) == (('role',), '')
+    assert mine.replication['master_host'] == PRIMARY_NAME
 
 
 def pause_hand_over(timeout_ms: int = 5000, target: str = OWN_NAME) -> handover.HandoverResult:

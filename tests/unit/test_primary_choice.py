@@ -43,7 +43,12 @@ class Leadership:
             raise RuntimeError('no longer the leader')
 
 
-def settle(leader: str = B, published: str | None = A, lease: Leadership | None = None):
+def settle(
+    leader: str = B,
+    published: str | None = A,
+    lease: Leadership | None = None,
+    transports: list[client.Transport] | None = None,
+):
     return primary_choice.settle(
         leader=leader,
         units=UNITS,
@@ -52,6 +57,7 @@ def settle(leader: str = B, published: str | None = A, lease: Leadership | None 
         resolve=client.same_host,
         local=client.LOCAL,
         before_change=(lease or Leadership()).before_change,
+        transports=transports or client.PLAINTEXT,
     )
 
 
@@ -212,3 +218,63 @@ def test_nothing_is_changed_once_leadership_is_lost(servers: Servers, change: st
         settle(lease=lease)
     for server in servers.values():
         assert [args for args in server.sent if args[0] != 'INFO'] == []
+
+
+# With TLS on, every server's port speaks TLS only, checked against the unit's CA.
+OVER_TLS: list[client.Transport] = [client.Tls('the CA')]
+
+
+def serve_tls(servers: Servers) -> None:
+    for server in servers.values():
+        server.tls_ca = 'the CA'
+
+
+def test_over_tls_the_survey_reads_every_server(servers: Servers) -> None:
+    world(servers, primary(), replica(PRIMARY_NAME, 100), replica(PRIMARY_NAME, 100))
+    serve_tls(servers)
+    found = survey.survey(
+        UNITS,
+        this_unit=B,
+        passwords=['pw'],
+        resolve=client.same_host,
+        local=client.LOCAL,
+        transports=OVER_TLS,
+    )
+    assert {unit: (s.answered, s.primary, s.follows) for unit, s in found.items()} == {
+        A: (True, True, None),
+        B: (True, False, A),
+        C: (True, False, A),
+    }
+    plaintext = survey.survey(
+        UNITS, this_unit=B, passwords=['pw'], resolve=client.same_host, local=client.LOCAL
+    )
+    assert [s.answered for s in plaintext.values()] == [False, False, False]
+
+
+# What each change leaves on the server it changed, once done.
+DONE = {
+    'hand-over': ((PRIMARY_NAME, 6379), 'master_host', OWN_NAME),
+    'promote': ((THIRD_NAME, 6379), 'role', 'master'),
+    'demote': ((THIRD_NAME, 6379), 'master_host', PRIMARY_NAME),
+}
+
+
+@pytest.mark.parametrize('change', CHANGES)
+def test_over_tls_the_leader_changes_the_other_units_servers(
+    servers: Servers, change: str
+) -> None:
+    world(servers, *CHANGES[change]())
+    serve_tls(servers)
+    assert settle(transports=OVER_TLS).changed != ()
+    address, field, value = DONE[change]
+    assert servers[address].replication[field] == value
+
+
+def test_over_tls_a_plaintext_leader_would_read_nobody_and_change_nothing(
+    servers: Servers,
+) -> None:
+    world(servers, *CHANGES['hand-over']())
+    serve_tls(servers)
+    assert settle() == primary_choice.Chosen(A, 'no server answers')
+    for server in servers.values():
+        assert server.sent == []

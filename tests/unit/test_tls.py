@@ -29,11 +29,13 @@ from ops import testing
 
 import tls
 from leadership import unit_address
+from workload import client
 from workload.config import TLS_DIR, TlsMaterial
 
 from ..certificates import DAY, HOUR, NOW, PEM, Authority, key_pem, new_key, pem
 from .conftest import (
     APP,
+    FakeChoice,
     FakeLive,
     UnitFilesystem,
     make_container,
@@ -243,6 +245,23 @@ def test_a_signed_certificate_turns_tls_on_live(
     assert settings.tls is not None
     assert settings.tls.directory == f'{TLS_DIR}/{directory.name}'
     assert out.unit_status == ops.ActiveStatus('primary')
+
+
+def test_the_leader_reads_and_changes_the_other_servers_over_tls_with_its_ca(
+    tmp_path: Path, authority: Authority, choice: FakeChoice
+) -> None:
+    """With TLS on, every server's port speaks TLS only: plaintext would reach nobody."""
+    unit = make_unit(tmp_path)
+    unit.run()  # the request: plaintext until the provider answers
+    assert choice.calls[-1]['transports'] == [None, None]
+    unit.answer(signed(unit, authority))
+    unit.run()  # the certificate: the running server speaks plaintext until this hook
+    assert choice.calls[-1]['transports'] == [None, client.Tls(authority.pem)]
+    unit.run()
+    assert choice.calls[-1]['transports'] == [client.Tls(authority.pem)] * 2
+    assert unit.relation is not None
+    unit.run(unit.ctx.on.relation_broken(unit.relation))
+    assert choice.calls[-1]['transports'] == [client.Tls(authority.pem), None], 'TLS off'
 
 
 def test_the_key_is_in_no_log_no_status_and_not_in_the_pebble_plan(

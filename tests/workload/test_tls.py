@@ -46,11 +46,11 @@ from valkey.backoff import NoBackoff
 from valkey.retry import Retry
 
 from tls import names_for
-from workload import client, live
+from workload import client, live, primary_choice, survey
 from workload import config as valkey_config
 
 from ..certificates import Authority, key_pem, new_key, pem
-from .charm_unit import APP, MODEL, REPO_ROOT, unit_dns_name
+from .charm_unit import APP, MODEL, REPO_ROOT, unit_dns_name, unit_name
 from .valkey_server import HOST, ValkeyServer, eventually, free_port
 
 PASSWORD: Final = 'a password, "quoted"'
@@ -232,6 +232,38 @@ class Cluster:
                 return unit.address
         raise AssertionError(f'unknown host {host}')
 
+    @property
+    def names(self) -> dict[str, str]:
+        """Every unit's stable DNS name, by unit name: what the leader reads."""
+        return {unit_name(unit.unit_id): unit_dns_name(unit.unit_id) for unit in self.units}
+
+    def survey(self, leader: Unit, transports: list[client.Transport]) -> dict[str, bool]:
+        """Which servers answer the leader's survey, by unit name."""
+        found = survey.survey(
+            self.names,
+            this_unit=unit_name(leader.unit_id),
+            passwords=[PASSWORD],
+            resolve=self.resolve,
+            local=leader.address,
+            transports=transports,
+        )
+        return {name: state.answered for name, state in found.items()}
+
+    def settle(
+        self, leader: Unit, published: Unit, transports: list[client.Transport]
+    ) -> primary_choice.Chosen:
+        """What the charm's leader does on every hook: read every server, decide, act."""
+        return primary_choice.settle(
+            leader=unit_name(leader.unit_id),
+            units=self.names,
+            published=unit_name(published.unit_id),
+            passwords=[PASSWORD],
+            resolve=self.resolve,
+            local=leader.address,
+            before_change=lambda: None,
+            transports=transports,
+        )
+
     def reconcile(self, unit: Unit, settings: valkey_config.ValkeySettings) -> live.LiveResult:
         """What the charm does: the TLS files, then the file, then the change, live."""
         if settings.tls is not None:
@@ -253,6 +285,7 @@ class Cluster:
             address=unit.address,
             resolve=self.resolve,
             transports=[running, desired],
+            may_promote=settings.primary_address is None,  # the leader chose it
         )
 
     def wait_in_sync(self, primary: Unit, replica: Unit) -> None:
@@ -334,20 +367,28 @@ def test_tls_on_renewal_leadership_change_and_off_live_with_a_client_writing(
         for unit in units[1:]:
             cluster.wait_in_sync(units[0], unit)
 
-        # A leadership change: unit 1 leads; the certificates stay as they are.
+        # A leadership change: unit 1 leads; the certificates stay as they are. The
+        # new leader reads every server over TLS (plaintext would reach none), and
+        # the primary hands over to it over TLS.
         new_leader = units[1]
+        over_tls: list[client.Transport] = [client.Tls(authority.pem)]
+        everyone = dict.fromkeys(cluster.names, True)
+        assert cluster.survey(new_leader, over_tls) == everyone
+        assert cluster.survey(new_leader, [None]) == dict.fromkeys(cluster.names, False)
+        chosen = cluster.settle(new_leader, published=units[0], transports=over_tls)
+        assert chosen == primary_choice.Chosen(unit_name(1), '', (f'{unit_name(0)} handed over',))
         promoted = cluster.reconcile(
             new_leader, dataclasses.replace(new_leader.settings, primary_address=None)
         )
-        assert promoted.status == 'applied', promoted.reason
-        assert promoted.handover is not None
-        assert promoted.handover.status == 'switched', promoted.handover.reason
+        assert promoted.status in ('applied', 'unchanged'), promoted.reason
         writer.port = new_leader.server.port  # the <app>-primary Service moved
+        assert live.read_role(new_leader.address, [PASSWORD], 1.0, over_tls) == 'master'
         for unit in (units[0], units[2]):
             following = dataclasses.replace(
                 unit.settings, primary_address=unit_dns_name(new_leader.unit_id)
             )
-            assert cluster.reconcile(unit, following).status in ('applied', 'unchanged')
+            followed = cluster.reconcile(unit, following)  # checks it follows a primary
+            assert (followed.status, followed.waiting) in {('applied', ''), ('unchanged', '')}
         for unit in (units[0], units[2]):
             cluster.wait_in_sync(new_leader, unit)
         assert all(refuses_plaintext(unit) for unit in units)
