@@ -123,6 +123,9 @@ NEVER_WORSE = (
     'The leader chooses the primary, never a worse server: a live primary hands over first; '
     'with none alive, only a server with every write is promoted; nobody follows a replica'
 )
+TLS_EVERYWHERE = (
+    'With TLS on, the leader reads and changes every server over TLS: in plaintext it reads none'
+)
 
 SUITE: Final = ('unit', 'howto')
 SELF_TESTS: Final = 'unit/test_rule_mutations.py'
@@ -577,6 +580,25 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
             ),
         ),
         (f'{LIVE_TESTS}::test_a_server_follows_only_a_server_that_says_it_is_a_primary',),
+    ),
+    Mutation(
+        'plaintext-survey',
+        TLS_EVERYWHERE,
+        'the survey connects in plaintext',
+        (
+            _edit(
+                'src/workload/survey.py',
+                """\
+                with client.authenticated(address, passwords, timeout, transports) as connected:
+                            if isinstance(connected, client.NoConnection):
+                                auth""",
+                """\
+                with client.authenticated(address, passwords, timeout) as connected:
+                            if isinstance(connected, client.NoConnection):
+                                auth""",
+            ),
+        ),
+        (f'{CHOICE_TESTS}::test_over_tls_the_survey_reads_every_server',),
     ),
 )
 
