@@ -54,7 +54,6 @@ LIVE_OPTIONS: Final = (
     'tls-port',
 )
 """The settings of the file that Valkey can change at run time, all applied live."""
-_TLS_FILES: Final = ('tls-cert-file', 'tls-key-file', 'tls-ca-cert-file', 'tls-auth-clients')
 _SECRET_OPTIONS: Final = frozenset({'masterauth', 'requirepass'})
 
 LiveStatus = Literal['unchanged', 'applied', 'not-running', 'auth-refused', 'refused']
