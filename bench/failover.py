@@ -662,6 +662,8 @@ def is_a_start(hook: Hook) -> bool:
 
 def load(bench: Bench, keys: int) -> dict[str, Any]:
     """Write ``keys`` keys to the primary with pipelined MSETs; wait for the replicas."""
+    # With replicas, a primary takes writes only once one follows it (min-replicas-to-write).
+    bench.wait_in_sync()
     start = time.monotonic()
     port, password = bench.port(bench.leader_id()), bench.app.password()
     with connect(port, password, timeout=60) as client:

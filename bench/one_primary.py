@@ -224,17 +224,15 @@ def main() -> int:
     ):
         app.deploy(leader=0)
         app.settle()
+        # With replicas, a primary takes writes only once one follows it (min-replicas-to-write).
+        _wait_in_sync(app)
         with valkey_server.Client(app.server(0).port, app.password()) as client:
             for at in range(0, KEYS, 1000):
                 pairs = [x for i in range(at, at + 1000) for x in (f'data:{i}', 'v' * 90)]
                 client.command('MSET', *pairs)
         leader = 0
         for run in range(args.runs):
-            valkey_server.eventually(
-                lambda: all(v.link in (None, 'up') for v in app.observe()) or None,
-                timeout=60,
-                what='replicas in sync',
-            )
+            _wait_in_sync(app)
             to_unit = (leader + 1) % 3
             result = one_run(app, to_unit)
             print(f'run {run + 1}: to {unit_name(to_unit)} {result}', flush=True)
@@ -258,6 +256,14 @@ def main() -> int:
     output.write_text(json.dumps(report, indent=2) + '\n')
     print(f'written: {output}')
     return 0
+
+
+def _wait_in_sync(app: Application) -> None:
+    valkey_server.eventually(
+        lambda: all(v.link in (None, 'up') for v in app.observe()) or None,
+        timeout=60,
+        what='replicas in sync',
+    )
 
 
 if __name__ == '__main__':

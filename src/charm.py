@@ -36,12 +36,17 @@ from charm_config import PasswordConfig, applicable
 from leadership import PEER_ENDPOINT, LeaderRecord, LeadershipLostError, Role, most_severe
 from password_secret import AppPassword
 from workload import container as valkey_container
+from workload import exporter
 from workload.config import AclUser, TlsMaterial
 
 logger = logging.getLogger(__name__)
 
 # clients.ENDPOINT, named here so that hooks without clients never import clients.py.
 CLIENT_ENDPOINT: Final = 'valkey-client'
+# The COS endpoints, named here for the same reason (observability/scrape, dashboard, logs).
+METRICS_ENDPOINT: Final = 'metrics-endpoint'
+DASHBOARD_ENDPOINT: Final = 'grafana-dashboard'
+LOGGING_ENDPOINT: Final = 'logging'
 
 
 class ValkeyLeaderCharm(ops.CharmBase):
@@ -60,6 +65,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             service_selects='',  # the unit whose pod this unit last pointed <app>-primary at
             valkey_version='',  # what clients are told
             clients_problem=[],  # the first client relation the leader could not serve
+            exporter_started=False,  # its container's Pebble answered: it can be configured
         )
         self._address = leadership.unit_address(self.unit.name, self.app.name, self.model.name)
         framework.observe(self.on.leader_elected, self._on_leader_elected)
@@ -71,6 +77,22 @@ class ValkeyLeaderCharm(ops.CharmBase):
         framework.observe(self.on.upgrade_charm, self._on_upgrade_charm)
         framework.observe(self.on.secret_remove, self._on_secret_remove)
         framework.observe(self.on[tls.ENDPOINT].relation_broken, self._on_certificates_broken)
+        framework.observe(
+            self.on.redis_exporter_pebble_ready, self._on_redis_exporter_pebble_ready
+        )
+        # COS: what Prometheus scrapes, the dashboard, where the logs go. Leader-only
+        # writes again, and a new leader finds them in place (see _publish_to_cos).
+        for event in (
+            self.on.leader_elected,  # a new leader checks what its predecessor published
+            self.on.upgrade_charm,  # new rules or a new dashboard
+            self.on.valkey_pebble_ready,  # its log targets
+            self.on[METRICS_ENDPOINT].relation_joined,
+            self.on[DASHBOARD_ENDPOINT].relation_joined,
+            self.on[LOGGING_ENDPOINT].relation_changed,  # a Loki unit published its URL
+            self.on[LOGGING_ENDPOINT].relation_departed,
+            self.on[LOGGING_ENDPOINT].relation_broken,
+        ):
+            framework.observe(event, self._on_cos_event)
         # Every other event that can bring new inputs runs the same reconcile.
         for event in (
             self.on.install,
@@ -115,6 +137,20 @@ class ValkeyLeaderCharm(ops.CharmBase):
         # Every unit, leader or not: each had its own key and certificate.
         tls.forget_private_key(self)
         self._reconcile()  # no relation any more: plaintext, and the files go
+
+    def _on_redis_exporter_pebble_ready(self, _: ops.PebbleReadyEvent) -> None:
+        # From now on every reconcile gives the exporter its password file.
+        self._stored.exporter_started = True
+        self._reconcile()
+        self._publish_to_cos()
+
+    def _on_cos_event(self, event: ops.EventBase) -> None:
+        # A departed or broken Loki relation is gone from the model already: its
+        # targets must still be switched off.
+        logging_event = isinstance(event, ops.RelationEvent) and (
+            event.relation.name == LOGGING_ENDPOINT
+        )
+        self._publish_to_cos(forward_logs=logging_event)
 
     def _on_rotate_password(self, event: ops.ActionEvent) -> None:
         try:
@@ -190,9 +226,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
         # Every unit asks for, and serves, its own certificate: not the leader's job.
         container = self.unit.get_container(valkey_container.CONTAINER)
         encryption = tls.reconcile(self, container, self._address)
-        return most_severe(encryption.problem, self._run(recheck, app_password, encryption))
+        problem = self._lead_or_follow(recheck, app_password, encryption)
+        return most_severe(encryption.problem, problem)
 
-    def _run(
+    def _lead_or_follow(
         self, recheck: bool, app_password: AppPassword | None, encryption: tls.Encryption
     ) -> ops.StatusBase | None:
         if self.unit.is_leader():
@@ -244,7 +281,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         settings = config.valkey_settings(
             password=password,
             primary_address=role.replicaof,
-            users=users,
+            users=(*users, exporter.user(password)),
             announce_host=self._address,  # a primary lists this unit by it: for a handover
             tls=tls_material,
             min_replicas_to_write=self._replicas_to_wait_for(),
@@ -256,6 +293,10 @@ class ValkeyLeaderCharm(ops.CharmBase):
         )
         if isinstance(applied, ops.StatusBase):
             return applied
+        if self._stored.exporter_started:
+            metrics = self.unit.get_container(exporter.CONTAINER)
+            if problem := exporter.configure(metrics, password):
+                return problem
         self._stored.file_role = str(role)
         if applied.version:
             self.unit.set_workload_version(applied.version)
@@ -356,6 +397,51 @@ class ValkeyLeaderCharm(ops.CharmBase):
         why = (chosen.reason or 'its server is not ready')[:200]
         acting = Role('replica', chosen.unit, units[chosen.unit], acting_because=why)
         return acting, bool(chosen.changed)
+
+    # -- COS: each integration's module is imported only where its relation exists.
+
+    def _publish_to_cos(self, *, forward_logs: bool = False) -> None:
+        """Scrape jobs, rules and dashboard (the leader); this unit's address and logs."""
+        try:
+            if scrape_relations := self.model.relations[METRICS_ENDPOINT]:
+                from observability import Topology, scrape  # noqa: PLC0415
+
+                leader_check = self._ensure_still_leader if self.unit.is_leader() else None
+                scrape.publish(
+                    scrape_relations, self.app, self.unit, Topology.of(self), self._address,
+                    before_write=leader_check,
+                )  # fmt: skip
+            dashboard_relations = self.model.relations[DASHBOARD_ENDPOINT]
+            if dashboard_relations and self.unit.is_leader():
+                from observability import dashboard  # noqa: PLC0415
+
+                dashboard.publish(
+                    dashboard_relations, self.app, self.meta.name,
+                    before_write=self._ensure_still_leader,
+                )  # fmt: skip
+            if forward_logs or self.model.relations[LOGGING_ENDPOINT]:
+                self._forward_logs()
+        except LeadershipLostError:
+            logger.warning('Lost leadership while publishing to COS; the new leader does it')
+        except ops.ModelError as e:
+            logger.error('Could not publish to COS (%s); the next such event retries', e)
+
+    def _forward_logs(self) -> None:
+        from observability import Topology, logs  # noqa: PLC0415
+
+        urls = logs.loki_urls(self.model.relations[LOGGING_ENDPOINT])
+        names = [valkey_container.CONTAINER]
+        if self._stored.exporter_started:
+            names.append(exporter.CONTAINER)
+        for name in names:
+            container = self.unit.get_container(name)
+            if not container.can_connect():
+                continue  # its pebble-ready comes later, and runs this again
+            try:
+                if logs.forward(container, urls, Topology.of(self)):
+                    logger.info('Log forwarding in %s: %d Loki unit(s)', name, len(urls))
+            except ops.pebble.Error as e:
+                logger.error('Could not set log forwarding in %s: %s', name, type(e).__name__)
 
     def _ensure_still_leader(self) -> None:
         """Confirm leadership right before a leader-only write.

@@ -19,7 +19,7 @@ from typing import Final, Protocol, TypeVar
 
 import ops
 
-from workload.config import AclUser, TlsMaterial, ValkeySettings, maxmemory_bytes
+from workload.config import TlsMaterial, User, ValkeySettings, maxmemory_bytes
 
 _T = TypeVar('_T')
 
@@ -101,7 +101,7 @@ class CharmConfig(PasswordConfig):
         *,
         password: str,
         primary_address: str | None,
-        users: tuple[AclUser, ...] = (),
+        users: tuple[User, ...] = (),
         announce_host: str | None = None,
         tls: TlsMaterial | None = None,
         min_replicas_to_write: int = 0,

@@ -8,6 +8,7 @@
 * :mod:`workload.live`: change a running server live (role, password, options).
 * :mod:`workload.handover`: move the primary role from a live primary, losing no write.
 * :mod:`workload.client`: the charm's connections to a server.
+* :mod:`workload.exporter`: the ``redis_exporter`` sidecar and its Valkey user.
 
 ``src/charm.py`` decides *what* each unit runs; this package says *how*.
 """

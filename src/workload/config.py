@@ -115,6 +115,27 @@ class AclUser:
         return f'on #{self.password_sha256} ~{keys} &{keys} {CLIENT_COMMANDS}'
 
 
+_METRICS_RULES = re.compile(r'on #[0-9a-f]{64} resetkeys resetchannels -@all( \+[a-z|]+)+')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetricsUser:
+    """The metrics exporter's Valkey user: reads the server's state, no key, no channel."""
+
+    name: str
+    acl_rules: str
+    """Its ``user`` line's rules: on, its password's SHA-256, the commands it may run."""
+
+    def __post_init__(self) -> None:
+        """Refuse rules that grant keys, channels, or anything but single commands."""
+        if not _METRICS_RULES.fullmatch(self.acl_rules):
+            raise ValueError(f'{self.name}: not a read-only metrics user')
+
+
+User = AclUser | MetricsUser
+"""A user every unit writes into its file: a client relation's, or the exporter's."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TlsMaterial:
     """What a unit serves over TLS: its certificate (and intermediates), the CA, its key.
@@ -165,8 +186,8 @@ class ValkeySettings:
     maxmemory: str
     """A Valkey size such as ``100mb``; empty means no limit."""
     maxmemory_policy: str
-    users: tuple[AclUser, ...] = ()
-    """The client relations' users; the ``default`` user keeps ``password``."""
+    users: tuple[User, ...] = ()
+    """The client relations' users and the exporter's; ``default`` keeps ``password``."""
     announce_host: str | None = None
     """This unit's own stable DNS name, announced to its primary (``replica-announce-ip``).
 

@@ -25,9 +25,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Final, Literal
 
 Action = Literal['keep', 'hand-over', 'promote', 'wait']
+
+STALE_LINK_SECONDS: Final = 20
+"""How long a replica may go without hearing from its primary and still vouch for it.
+
+A link says ``up`` until ``repl-timeout`` (60 s by default) after its primary
+vanished behind a partition. What the replica last heard is fresher: a primary
+pings its replicas every ``repl-ping-replica-period`` (10 s by default;
+valkey.conf), and one that no replica acknowledged for ``min-replicas-max-lag``
+(10 s here) already refuses writes. After both, a primary that neither the
+leader nor any replica hears from takes no more writes, and may be replaced.
+"""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -39,12 +50,16 @@ class ServerState:
     """It accepted a connection and the password, and answered."""
     why_not: str = ''
     """Why it did not answer (no connection, refused the password); never a password."""
+    refused_password: bool = False
+    """It accepted the connection but not the leader's password: it is alive."""
     primary: bool = False
     """``role:master``: it accepts writes."""
     follows: str | None = None
     """The unit whose server it replicates from (``None``: a primary, or not a unit's)."""
     link_up: bool = False
     """``master_link_status:up``: it streams its primary's writes."""
+    last_heard: int = 0
+    """``master_last_io_seconds_ago``: seconds since its primary last sent it anything."""
     syncing: bool = False
     """A full synchronisation is in progress (``master_sync_in_progress:1``) or it is
     loading its dataset: what it holds is not a copy of anything yet."""
@@ -93,7 +108,7 @@ def choose(
         {
             s.follows
             for s in answered
-            if s.link_up and s.follows is not None and not servers.get(s.follows, _GONE).answered
+            if s.follows is not None and _vouches_for(s, servers.get(s.follows, _GONE))
         }
     )
     if len(primaries) > 1:
@@ -111,6 +126,13 @@ def choose(
 
 
 _GONE = ServerState(unit='', answered=False, why_not='not a unit of this application')
+
+
+def _vouches_for(replica: ServerState, upstream: ServerState) -> bool:
+    """Whether ``replica`` proves that ``upstream``, which the leader cannot read, is alive."""
+    if upstream.answered or not replica.link_up:
+        return False
+    return upstream.refused_password or replica.last_heard <= STALE_LINK_SECONDS
 
 
 def _from_live_primary(

@@ -29,7 +29,7 @@ from typing import Final, Literal
 
 from workload import client
 from workload.client import Address, Resolve, same_host
-from workload.config import MIN_REPLICAS_MAX_LAG, AclUser, ValkeySettings, maxmemory_bytes
+from workload.config import MIN_REPLICAS_MAX_LAG, User, ValkeySettings, maxmemory_bytes
 
 LIVE_OPTIONS: Final = (
     # masterauth before requirepass: see apply_live's docstring. CONFIG SET with
@@ -327,7 +327,7 @@ def read_role(
 
 
 def apply_users(
-    users: Sequence[AclUser],
+    users: Sequence[User],
     *,
     passwords: Sequence[str],
     address: Address = client.LOCAL,

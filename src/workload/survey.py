@@ -16,7 +16,8 @@ every server as not answering.
 
 The fields read are Valkey's (https://valkey.io/commands/info/): ``role``,
 ``master_host``/``master_port``, ``master_link_status``,
-``master_sync_in_progress``, ``master_replid``/``master_replid2``,
+``master_last_io_seconds_ago``, ``master_sync_in_progress``,
+``master_replid``/``master_replid2``,
 ``master_repl_offset``, ``second_repl_offset``, and ``loading``.
 """
 
@@ -81,7 +82,7 @@ def _read(
             if isinstance(connected, client.NoConnection):
                 auth = connected.status == 'auth-refused'
                 why = 'refused the password' if auth else connected.reason
-                return ServerState(unit=unit, answered=False, why_not=why)
+                return ServerState(unit=unit, answered=False, why_not=why, refused_password=auth)
             pipe = connected.pipeline(transaction=False)
             pipe.execute_command('INFO', 'replication')
             pipe.execute_command('INFO', 'persistence')
@@ -108,6 +109,7 @@ def state_of(
         primary=primary,
         follows=follows,
         link_up=not primary and replication.get('master_link_status') == 'up',
+        last_heard=_int(replication, 'master_last_io_seconds_ago'),
         syncing=_flag(replication, 'master_sync_in_progress') or _flag(persistence, 'loading'),
         history=str(replication.get('master_replid', '')),
         previous_history=_previous(replication),

@@ -102,9 +102,10 @@ def charm_path() -> Path:
 
 
 @pytest.fixture(scope='session')
-def valkey_image() -> str:
-    """The workload image the charm is tested with: metadata.yaml's ``upstream-source``."""
-    return cast('str', metadata()['resources']['valkey-image']['upstream-source'])
+def resources() -> dict[str, str]:
+    """Every OCI image a local charm must be deployed with: each ``upstream-source``."""
+    declared = cast('dict[str, dict[str, str]]', metadata()['resources'])
+    return {name: resource['upstream-source'] for name, resource in declared.items()}
 
 
 @pytest.fixture(scope='module')

@@ -69,9 +69,9 @@ def check(juju: jubilant.Juju) -> dict[str, str]:
 
 @pytest.mark.juju_setup
 def test_integrate_a_client(
-    juju: jubilant.Juju, charm_path: Path, valkey_image: str, client_charm_path: Path
+    juju: jubilant.Juju, charm_path: Path, resources: dict[str, str], client_charm_path: Path
 ):
-    juju.deploy(charm_path, APP, num_units=2, resources={'valkey-image': valkey_image}, trust=True)
+    juju.deploy(charm_path, APP, num_units=2, resources=resources, trust=True)
     juju.deploy(client_charm_path, CLIENT_APP)
     juju.integrate(CLIENT_APP, APP)
     status = juju.wait(lambda s: jubilant.all_active(s, APP, CLIENT_APP), timeout=DEPLOY_TIMEOUT)

@@ -57,14 +57,14 @@ def unit_names(status: jubilant.Status) -> list[str]:
 
 
 @pytest.mark.juju_setup
-def test_deploy_three_units(juju: jubilant.Juju, charm_path: Path, valkey_image: str):
+def test_deploy_three_units(juju: jubilant.Juju, charm_path: Path, resources: dict[str, str]):
     """Three units, trusted (the leader manages the <app>-primary Service), all active."""
     assert juju.show_model().model_type == 'caas', 'these tests need a Kubernetes model'
     juju.deploy(
         charm_path,
         APP,
         num_units=3,
-        resources={'valkey-image': valkey_image},
+        resources=resources,
         trust=True,
     )
     status = wait_for_roles(juju, units=3, timeout=DEPLOY_TIMEOUT)

@@ -301,3 +301,20 @@ def test_a_test_only_import_fails_here(
 
     assert result.returncode != 0
     assert "No module named 'pytest'" in result.stderr
+
+
+def test_the_cos_rules_and_dashboard_ship_and_load_in_the_packed_charm(
+    packed_charm: PackedCharm,
+):
+    """The alert rules and the dashboard are data files under src/: packed, and read there."""
+    result = packed_charm.run_python(
+        'import json\n'
+        'from observability import Topology, dashboard, logs, scrape\n'
+        'from workload import exporter\n'
+        "t = Topology(model='m', model_uuid='u', application='a', charm_name='c', unit='a/0')\n"
+        "rules = json.loads(scrape.app_data(t)['alert_rules'])\n"
+        "print(sum(len(g['rules']) for g in rules['groups']))\n"
+        "print(len(json.loads(dashboard.app_data('c')['dashboards'])['templates']))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ['11', '1']

@@ -88,6 +88,12 @@ class ServiceClient:
             except valkey.exceptions.ReadOnlyError:
                 time.sleep(0.0005)
                 continue
+            except valkey.exceptions.ResponseError as e:
+                # A new primary takes writes once a replica follows it (min-replicas-to-write).
+                if not str(e).startswith('NOREPLICAS'):
+                    raise
+                time.sleep(0.0005)
+                continue
             self.writable_at = time.monotonic()
         client.close()
 

@@ -51,6 +51,10 @@ HEAVY_MODULES = (
     'workload.live',
     'workload.handover',
     'clients',
+    # The COS integrations, each imported only where its relation exists:
+    'observability.scrape',
+    'observability.dashboard',
+    'observability.logs',
 )
 
 
@@ -296,9 +300,7 @@ class FakeLive:
         self.calls.append((settings, len(passwords)))
         return self.result
 
-    def apply_users(
-        self, users: tuple[valkey_config.AclUser, ...], **_: object
-    ) -> live.LiveResult:
+    def apply_users(self, users: tuple[valkey_config.User, ...], **_: object) -> live.LiveResult:
         self.users.append(tuple(user.name for user in users))
         return self.users_result
 

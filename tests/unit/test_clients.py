@@ -251,7 +251,7 @@ def test_a_follower_renders_the_users_the_leader_published(
         follower_ctx.on.relation_changed(state.get_relations(PEERS)[0], remote_unit=0), state
     )
     users = [line for line in fs.read_config().splitlines() if line.startswith('user ')]
-    assert len(users) == 2
+    assert len([u for u in users if u.startswith('user relation-')]) == 2
     assert [u for u in follower_fs.read_config().splitlines() if u.startswith('user ')] == users
 
 
@@ -607,7 +607,7 @@ def test_unusable_published_users_are_never_rendered(tmp_path: Path, raw: str) -
         containers={make_container(fs)},
     )
     out = ctx.run(ctx.on.relation_changed(peer_relation, remote_unit=0), state)
-    assert 'user ' not in fs.read_config()
+    assert 'user relation-' not in fs.read_config()
     assert out.unit_status == ops.ActiveStatus(f'replica of {APP}/0')
 
 
@@ -646,7 +646,7 @@ def test_a_new_client_user_reaches_the_running_server_live(
     ctx.run(ctx.on.relation_changed(relation, remote_unit=0), state)
 
     assert 'user relation-10-req1 on #' in fs.read_config()
-    assert live_server.users == [('relation-10-req1',)]
+    assert live_server.users == [('relation-10-req1', 'charm-metrics')]
     assert side_effects.count('restart') == 0
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from workload.election import Decision, ServerState, at_least_as_far, choose
+from workload.election import STALE_LINK_SECONDS, Decision, ServerState, at_least_as_far, choose
 
 A, B, C = 'valkey-leader-k8s/0', 'valkey-leader-k8s/1', 'valkey-leader-k8s/2'
 
@@ -22,6 +22,7 @@ def replica(
     offset: int = 1000,
     *,
     link_up: bool = True,
+    last_heard: int = 1,
     syncing: bool = False,
     history: str = 'h1',
 ) -> ServerState:
@@ -30,6 +31,7 @@ def replica(
         answered=True,
         follows=of,
         link_up=link_up,
+        last_heard=last_heard,
         syncing=syncing,
         history=history,
         offset=offset,
@@ -37,7 +39,8 @@ def replica(
 
 
 def silent(unit: str, why: str = 'no answer') -> ServerState:
-    return ServerState(unit=unit, answered=False, why_not=why)
+    refused = why == 'refused the password'
+    return ServerState(unit=unit, answered=False, why_not=why, refused_password=refused)
 
 
 def world(*servers: ServerState) -> dict[str, ServerState]:
@@ -87,6 +90,24 @@ def test_a_primary_that_refuses_the_leader_but_streams_to_it_is_not_overruled():
     decision = choose(B, servers, A)
     assert (decision.action, decision.primary) == ('keep', A)
     assert 'refused the password' in decision.reason
+
+
+def test_a_primary_out_of_reach_that_its_replicas_heard_lately_is_not_overruled():
+    servers = world(silent(A), replica(B, A), replica(C, A, last_heard=STALE_LINK_SECONDS))
+    assert choose(B, servers, A).primary == A
+
+
+def test_a_primary_no_server_has_heard_for_long_is_replaced_whatever_the_links_say():
+    # A partition: the links say "up" until repl-timeout, but nothing came through them.
+    stale = STALE_LINK_SECONDS + 1
+    servers = world(silent(A), replica(B, A, last_heard=stale), replica(C, A, last_heard=stale))
+    assert choose(B, servers, A) == Decision('promote', B)
+
+
+def test_a_primary_that_refuses_the_password_is_alive_however_long_ago_it_was_heard():
+    stale = STALE_LINK_SECONDS + 1
+    servers = world(silent(A, 'refused the password'), replica(B, A, last_heard=stale))
+    assert choose(B, servers, A).primary == A
 
 
 def test_the_leader_whose_own_primary_is_hidden_from_it_keeps_it():

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from .conftest import imported_after
 
 
@@ -153,3 +155,46 @@ def test_a_deployment_without_tls_never_imports_the_certificates_library() -> No
 def test_the_probe_sees_the_certificates_library_once_the_relation_exists() -> None:
     imported = imported_after('import sys\n' + TLS_PROBE, 'with-certificates')
     assert {'charmlibs', 'pydantic', 'cryptography'} <= set(imported)
+
+
+COS_PROBE = textwrap.dedent("""
+    import json
+    from ops import testing
+    from charm import ValkeyLeaderCharm
+    ctx = testing.Context(ValkeyLeaderCharm, unit_id=0)
+    endpoint = sys.argv[1]
+    cos = []
+    if endpoint:
+        remote = {0: {'endpoint': json.dumps({'url': 'http://loki:3100/loki/api/v1/push'})}}
+        cos.append(testing.Relation(endpoint, id=9, remote_units_data=remote))
+    leader = testing.State(
+        leader=True,
+        relations={testing.PeerRelation('valkey-peers', id=1), *cos},
+        containers={testing.Container('valkey', can_connect=False)},
+    )
+    for event in (ctx.on.leader_elected(), ctx.on.upgrade_charm(), ctx.on.update_status()):
+        leader = ctx.run(event, leader)
+    if cos:  # the relation's own event
+        relation = leader.get_relation(9)
+        joined = ctx.on.relation_changed if endpoint == 'logging' else ctx.on.relation_joined
+        leader = ctx.run(joined(relation, remote_unit=0), leader)
+""")
+COS_MODULES = {'observability.scrape', 'observability.dashboard', 'observability.logs'}
+
+
+def test_a_deployment_without_cos_never_imports_the_cos_modules() -> None:
+    """Leader elected, refreshed, updated: none of the COS modules without a relation."""
+    assert COS_MODULES.isdisjoint(imported_after('import sys\n' + COS_PROBE, ''))
+
+
+@pytest.mark.parametrize(
+    ('endpoint', 'module'),
+    [
+        ('metrics-endpoint', 'observability.scrape'),
+        ('grafana-dashboard', 'observability.dashboard'),
+        ('logging', 'observability.logs'),
+    ],
+)
+def test_each_cos_relation_imports_its_own_module_only(endpoint: str, module: str) -> None:
+    imported = set(imported_after('import sys\n' + COS_PROBE, endpoint))
+    assert imported & COS_MODULES == {module}
