@@ -556,6 +556,15 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
         ),
     ),
     Mutation(
+        'minority-promotes',
+        NEVER_WORSE,
+        'with no primary alive, a server is promoted though most servers did not answer',
+        (_edit('src/workload/election.py', 'if len(answered) < quorum(units):', 'if False:'),),
+        (
+            f'{ELECTION_TESTS}::test_without_a_primary_nobody_is_promoted_unless_most_servers_answer',
+        ),
+    ),
+    Mutation(
         'refusing-primary-overruled',
         NEVER_WORSE,
         'a primary that refuses the leader but streams to a replica is overruled',
