@@ -37,12 +37,13 @@ import ops
 
 import leadership
 import password_secret
+import tls
 from charm_config import PasswordConfig, applicable
 from leadership import PEER_ENDPOINT, LeaderRecord, LeadershipLostError, Role, most_severe
 from password_secret import AppPassword
 from workload import container as valkey_container
 from workload import exporter
-from workload.config import AclUser
+from workload.config import AclUser, TlsMaterial
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         framework.observe(self.on.stop, self._on_stop)
         framework.observe(self.on[PEER_ENDPOINT].relation_departed, self._on_peer_departed)
         framework.observe(self.on['valkey'].pebble_check_failed, self._on_valkey_check_failed)
+        framework.observe(self.on[tls.ENDPOINT].relation_broken, self._on_certificates_broken)
         framework.observe(
             self.on.redis_exporter_pebble_ready, self._on_redis_exporter_pebble_ready
         )
@@ -110,6 +112,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
             self.on.secret_changed,  # a new revision of a secret this unit reads
             self.on[CLIENT_ENDPOINT].relation_changed,  # a client asked for its user
             self.on[CLIENT_ENDPOINT].relation_broken,  # its user goes, on every unit
+            self.on[tls.ENDPOINT].relation_created,  # each unit asks for its certificate
+            self.on[tls.ENDPOINT].relation_changed,  # the provider signed it (or renewed it)
+            self.on.secret_expired,  # this unit's certificate is due for renewal
             self.on.update_status,  # retries whatever the last event could not finish
         ):
             framework.observe(event, self._on_input_changed)
@@ -160,6 +165,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
         # down. The leader chooses another primary if it was the one; the server
         # comes back as a replica, of the server that has the writes.
         self._reconcile(recheck_outside_juju=True)
+
+    def _on_certificates_broken(self, _: ops.RelationBrokenEvent) -> None:
+        # Every unit, leader or not: each had its own key and certificate.
+        tls.forget_private_key(self)
+        self._reconcile()  # no relation any more: plaintext, and the files go
 
     def _on_redis_exporter_pebble_ready(self, _: ops.PebbleReadyEvent) -> None:
         # From now on every reconcile gives the exporter its password file.
@@ -213,8 +223,12 @@ class ValkeyLeaderCharm(ops.CharmBase):
         event.set_results({'result': result, 'secret-id': rotated.secret_id})
 
     def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
-        # Sent to the owner (the application, so the leader) once no unit tracks
-        # an old revision; only the leader may remove it.
+        # Sent to the owner once no unit tracks an old revision. This unit owns
+        # its certificate secrets (any unit); the application owns the others
+        # (only the leader may remove those).
+        if tls.owns_secret(event.secret.label):
+            self._remove_revision(event)
+            return
         if not self.unit.is_leader():
             return
         import clients  # noqa: PLC0415 - only here: a rare event
@@ -222,6 +236,9 @@ class ValkeyLeaderCharm(ops.CharmBase):
         label = event.secret.label
         if label != password_secret.LABEL and not clients.owns_secret(label):
             return
+        self._remove_revision(event)
+
+    def _remove_revision(self, event: ops.SecretRemoveEvent) -> None:
         try:
             event.remove_revision()
         except ops.ModelError as e:
@@ -241,18 +258,29 @@ class ValkeyLeaderCharm(ops.CharmBase):
     def _converge(self, recheck: bool, app_password: AppPassword | None) -> ops.StatusBase | None:
         if self._stored.leaving:
             return None  # its server follows the acting primary until the pod goes
+        # Every unit asks for, and serves, its own certificate: not the leader's job.
+        container = self.unit.get_container(valkey_container.CONTAINER)
+        encryption = tls.reconcile(self, container, self._address)
+        problem = self._lead_or_follow(recheck, app_password, encryption)
+        return most_severe(encryption.problem, problem)
+
+    def _lead_or_follow(
+        self, recheck: bool, app_password: AppPassword | None, encryption: tls.Encryption
+    ) -> ops.StatusBase | None:
         if self.unit.is_leader():
             try:
-                return self._perform_leader_duties(recheck, app_password)
+                return self._perform_leader_duties(recheck, app_password, encryption.material)
             except LeadershipLostError:
                 # Juju moved the lease during this hook: from here on, this unit follows.
                 logger.warning('Lost leadership during the hook; following the published leader')
             except ops.ModelError as e:
                 logger.error('Leader duties failed: %s', type(e).__name__)
                 return ops.WaitingStatus(f'leader duties failed ({type(e).__name__}); retrying')
-        return self._follow_the_leader(recheck)
+        return self._follow_the_leader(recheck, encryption.material)
 
-    def _follow_the_leader(self, recheck: bool) -> ops.StatusBase | None:
+    def _follow_the_leader(
+        self, recheck: bool, tls_material: TlsMaterial | None
+    ) -> ops.StatusBase | None:
         leader = self._leader_to_follow()
         if isinstance(leader, ops.StatusBase):
             return leader
@@ -266,7 +294,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
             role = Role('replica', leader.unit, leader.address, acting_because='restarted')
         # What the last hook could not finish (a primary not ready yet) is checked again.
         recheck = recheck or bool(self._stored.problem)
-        return self._configure_workload(role, password, self._client_users(), recheck)
+        users = self._client_users()
+        return self._configure_workload(role, password, users, recheck, tls_material)
 
     def _configure_workload(
         self,
@@ -274,6 +303,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
         password: str | ops.StatusBase,
         users: tuple[AclUser, ...],
         recheck: bool,
+        tls_material: TlsMaterial | None,
         *,
         may_promote: bool = False,
     ) -> ops.StatusBase | None:
@@ -292,6 +322,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
             primary_address=role.replicaof,
             users=(*users, exporter.user(password)),
             announce_host=self._address,  # a primary lists this unit by it: for a handover
+            tls=tls_material,
             min_replicas_to_write=self._replicas_to_wait_for(),
         )
         container = self.unit.get_container(valkey_container.CONTAINER)
@@ -317,7 +348,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
     # -- The leader's duties: everything a non-leader must never do, in one place.
 
     def _perform_leader_duties(
-        self, recheck: bool, app_password: AppPassword | None
+        self, recheck: bool, app_password: AppPassword | None, tls_material: TlsMaterial | None
     ) -> ops.StatusBase | None:
         """Secret, clients, this unit's server, Service, peer record; returns a problem.
 
@@ -335,24 +366,25 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 self.model, previous, before_write=self._ensure_still_leader
             )
         peers = self.model.get_relation(PEER_ENDPOINT)
-        users = self._serve_clients(peers)
+        users = self._serve_clients(peers, tls_material.ca if tls_material else None)
+        password = app_password.password
         # Choosing the primary changes the workload of other units: check right before.
         self._ensure_still_leader()
-        role, roles_changed = self._choose_primary(peers, app_password.password, previous)
+        role, roles_changed = self._choose_primary(peers, password, previous, tls_material)
         # With peers, every leader hook compares its server with its file, not only
         # leader-elected: another unit's hook may have changed the server's role.
         check_server = recheck or (peers is not None and bool(peers.units))
         problem = self._configure_workload(
-            role, app_password.password, users, check_server, may_promote=role == Role.PRIMARY
+            role, password, users, check_server, tls_material, may_promote=role == Role.PRIMARY
         )
-        if role != Role.PRIMARY and self._caught_up(app_password.password):
+        if role != Role.PRIMARY and self._caught_up(password, tls_material):
             # This hook restarted the leader's server as a replica of the acting
             # primary, and it caught up: take the role back now, not on the next event.
             self._ensure_still_leader()
-            role, retaken = self._choose_primary(peers, app_password.password, previous)
+            role, retaken = self._choose_primary(peers, password, previous, tls_material)
             roles_changed = roles_changed or retaken
             problem = self._configure_workload(
-                role, app_password.password, users, True, may_promote=role == Role.PRIMARY
+                role, password, users, True, tls_material, may_promote=role == Role.PRIMARY
             )
         selects = role.primary_unit or self.unit.name
         # A role this hook had to change was changed by someone else first (a leader
@@ -379,7 +411,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
         return problem
 
     def _choose_primary(
-        self, peers: ops.Relation | None, password: str, previous: LeaderRecord | None
+        self,
+        peers: ops.Relation | None,
+        password: str,
+        previous: LeaderRecord | None,
+        tls_material: TlsMaterial | None,
     ) -> tuple[Role, bool]:
         """This unit's server's role after this hook, and whether any server's role changed."""
         if peers is None or not peers.units:
@@ -389,6 +425,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
         names = [self.unit.name, *(unit.name for unit in peers.units)]
         units = {n: leadership.unit_address(n, self.app.name, self.model.name) for n in names}
+        container = self.unit.get_container(valkey_container.CONTAINER)
         # Only the app password: the others take a new one after this unit (from
         # its record), so a server that refuses it is read as not answering.
         chosen = primary_choice.settle(
@@ -399,6 +436,8 @@ class ValkeyLeaderCharm(ops.CharmBase):
             resolve=client.same_host,
             local=client.LOCAL,
             before_change=self._ensure_still_leader,
+            # With TLS on, every server's port speaks TLS only.
+            transports=valkey_container.transports(container, tls_material),
         )
         for change in chosen.changed:
             logger.info('Primary: %s', change)
@@ -426,10 +465,13 @@ class ValkeyLeaderCharm(ops.CharmBase):
 
         names = [self.unit.name, *(unit.name for unit in peers.units)]
         units = {n: leadership.unit_address(n, self.app.name, self.model.name) for n in names}
+        container = self.unit.get_container(valkey_container.CONTAINER)
         try:
             password = password_secret.read_published(self.model, previous.password_secret_id)
             if isinstance(password, ops.StatusBase):
                 return
+            # What every hook does first: this unit's certificate, to reach the others by TLS.
+            tls_material = tls.reconcile(self, container, self._address).material
             chosen = primary_choice.step_down(
                 leader=self.unit.name,
                 units=units,
@@ -437,6 +479,7 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 resolve=client.same_host,
                 local=client.LOCAL,
                 before_change=self._ensure_still_leader,
+                transports=valkey_container.transports(container, tls_material),
             )
             if chosen.unit == self.unit.name:
                 logger.warning('The primary role stays here: %s', chosen.reason)
@@ -455,20 +498,23 @@ class ValkeyLeaderCharm(ops.CharmBase):
                 ),
                 self.app,
             )
-            self._configure_workload(acting, password, self._client_users(), recheck=True)
+            users = self._client_users()
+            self._configure_workload(acting, password, users, True, tls_material)
         except LeadershipLostError:
             # The lease ran out meanwhile: the new leader finds the primary by asking the servers.
             logger.warning('Lost leadership while handing the primary role over')
         except ops.ModelError as e:
             logger.error('Handing the primary role over failed: %s', type(e).__name__)
 
-    def _caught_up(self, password: str) -> bool:
+    def _caught_up(self, password: str, tls_material: TlsMaterial | None) -> bool:
         """Whether this hook started this unit's server, and it now streams from its primary."""
         if not self._server_started:
             return False
         from workload import client, primary_choice  # noqa: PLC0415
 
-        return primary_choice.wait_for_sync(client.LOCAL, [password])
+        container = self.unit.get_container(valkey_container.CONTAINER)
+        transports = valkey_container.transports(container, tls_material)
+        return primary_choice.wait_for_sync(client.LOCAL, [password], transports=transports)
 
     def _server_running(self) -> bool:
         return valkey_container.is_running(self.unit.get_container(valkey_container.CONTAINER))
@@ -539,8 +585,14 @@ class ValkeyLeaderCharm(ops.CharmBase):
         self._stored.service_selects = unit_name if problem is None else ''
         return problem
 
-    def _serve_clients(self, peers: ops.Relation | None) -> tuple[AclUser, ...]:
-        """Answer every client relation (leader only); the users every unit must render."""
+    def _serve_clients(
+        self, peers: ops.Relation | None, tls_ca: str | None
+    ) -> tuple[AclUser, ...]:
+        """Answer every client relation (leader only); the users every unit must render.
+
+        ``tls_ca``: the CA this unit's certificate came with (every unit's comes from the
+        same provider), or ``None``: plaintext.
+        """
         published = peers is not None and peers.data[self.app].get(leadership.CLIENT_USERS_KEY)
         if not self.model.relations[CLIENT_ENDPOINT] and not published:
             self._stored.clients_problem = []
@@ -548,7 +600,11 @@ class ValkeyLeaderCharm(ops.CharmBase):
         import clients  # noqa: PLC0415
 
         served = clients.serve(
-            self, peers, self._stored.valkey_version, before_write=self._ensure_still_leader
+            self,
+            peers,
+            self._stored.valkey_version,
+            tls_ca=tls_ca,
+            before_write=self._ensure_still_leader,
         )
         self._stored.clients_problem = served.remembered_problem  # for collect-status
         return served.users

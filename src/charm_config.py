@@ -19,7 +19,7 @@ from typing import Final, Protocol, TypeVar
 
 import ops
 
-from workload.config import User, ValkeySettings, maxmemory_bytes
+from workload.config import TlsMaterial, User, ValkeySettings, maxmemory_bytes
 
 _T = TypeVar('_T')
 
@@ -103,6 +103,7 @@ class CharmConfig(PasswordConfig):
         primary_address: str | None,
         users: tuple[User, ...] = (),
         announce_host: str | None = None,
+        tls: TlsMaterial | None = None,
         min_replicas_to_write: int = 0,
     ) -> ValkeySettings:
         """Everything one unit's file depends on: these options, its role, password and users."""
@@ -111,6 +112,7 @@ class CharmConfig(PasswordConfig):
             primary_address=primary_address,
             users=users,
             announce_host=announce_host,
+            tls=tls,
             min_replicas_to_write=min_replicas_to_write,
             log_level=self.log_level,
             maxmemory=self.maxmemory,

@@ -169,6 +169,7 @@ def serve(
     peer: ops.Relation | None,
     valkey_version: str,
     *,
+    tls_ca: str | None = None,
     before_write: Callable[[], None],
 ) -> Served:
     """Answer every client relation, remove what no relation needs, publish the users (leader).
@@ -188,6 +189,7 @@ def serve(
             endpoints=f'{charm.app.name}-primary.{charm.model.name}.svc.cluster.local:{PORT}',
             read_only_endpoints=_unit_endpoints(charm, peer),
             version=valkey_version or None,  # known once the unit has run Valkey
+            tls_ca=tls_ca,
         )
         for relation in relations:
             try:
@@ -228,6 +230,8 @@ class _Answer:
     endpoints: str
     read_only_endpoints: str
     version: str | None
+    tls_ca: str | None = None
+    """The CA the servers' certificates chain to, while TLS is on; ``None``: plaintext."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,6 +284,10 @@ def _serve_relation(
             read_only_endpoints=answer.read_only_endpoints,
             # Until this unit has run Valkey (a new leader's first hook), keep the last answer's.
             version=answer.version or (previous.version if previous else None),
+            # Clients must connect with TLS, and trust this CA, while TLS is on.
+            # Without TLS both stay unset: the library then makes no TLS secret.
+            tls=True if answer.tls_ca is not None else None,
+            tls_ca=answer.tls_ca,
         )
         if previous is None or not _same(previous, response):
             changed.append(response)
@@ -355,7 +363,16 @@ def _request_id(user: ClientUser) -> str | None:
 
 
 def _same(previous: ResourceProviderModel, response: ResourceProviderModel) -> bool:
-    fields = ('username', 'password', 'resource', 'endpoints', 'read_only_endpoints', 'version')
+    fields = (
+        'username',
+        'password',
+        'resource',
+        'endpoints',
+        'read_only_endpoints',
+        'version',
+        'tls',
+        'tls_ca',
+    )
     same = all(getattr(previous, f) == getattr(response, f) for f in fields)
     return same and previous.secret_user is not None
 

@@ -128,6 +128,9 @@ LIVENESS = (
     'The leader hands the role over before its server goes; a crashed primary never comes back '
     "as primary on its own, only by the leader's choice"
 )
+TLS_EVERYWHERE = (
+    'With TLS on, the leader reads and changes every server over TLS: in plaintext it reads none'
+)
 
 SUITE: Final = ('unit', 'howto')
 SELF_TESTS: Final = 'unit/test_rule_mutations.py'
@@ -560,6 +563,15 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
         ),
     ),
     Mutation(
+        'minority-promotes',
+        NEVER_WORSE,
+        'with no primary alive, a server is promoted though most servers did not answer',
+        (_edit('src/workload/election.py', 'if len(answered) < quorum(units):', 'if False:'),),
+        (
+            f'{ELECTION_TESTS}::test_without_a_primary_nobody_is_promoted_unless_most_servers_answer',
+        ),
+    ),
+    Mutation(
         'refusing-primary-overruled',
         NEVER_WORSE,
         'a primary that refuses the leader but streams to a replica is overruled',
@@ -635,7 +647,7 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
         (
             _edit(
                 'src/charm.py',
-                'if role != Role.PRIMARY and self._caught_up(app_password.password):',
+                'if role != Role.PRIMARY and self._caught_up(password, tls_material):',
                 'if False:',
             ),
         ),
@@ -688,6 +700,25 @@ MUTATIONS: Final[tuple[Mutation, ...]] = (
             ),
         ),
         (f'{LIVE_TESTS}::test_a_server_follows_only_a_server_that_says_it_is_a_primary',),
+    ),
+    Mutation(
+        'plaintext-survey',
+        TLS_EVERYWHERE,
+        'the survey connects in plaintext',
+        (
+            _edit(
+                'src/workload/survey.py',
+                """\
+                with client.authenticated(address, passwords, timeout, transports) as connected:
+                            if isinstance(connected, client.NoConnection):
+                                auth""",
+                """\
+                with client.authenticated(address, passwords, timeout) as connected:
+                            if isinstance(connected, client.NoConnection):
+                                auth""",
+            ),
+        ),
+        (f'{CHOICE_TESTS}::test_over_tls_the_survey_reads_every_server',),
     ),
 )
 

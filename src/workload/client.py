@@ -14,6 +14,12 @@ the AUTH command, never in a process's arguments or environment (which
 ``pebble exec valkey-cli -a ...`` would need). Addresses are parameters, so
 that tests can run each unit's server on its own loopback port.
 
+While TLS is on, the charm's connections use it too, and check the server's
+certificate against the CA the unit serves with (:class:`Tls`). Its own
+server, on the loopback address, is checked by the chain alone (its
+certificate names the unit's DNS names, not ``127.0.0.1``); another unit's
+server by the chain and by the stable DNS name the charm reached it by.
+
 ``valkey`` is imported inside the functions: Juju starts a new Python process
 for every hook, and most hooks never talk to a server.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import typing
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Final, Literal, Protocol
@@ -44,6 +51,19 @@ PEER_CONNECT_TIMEOUT: Final = 1.0
 def same_host(host: str) -> Address:
     """The production mapping: a stable DNS name is used as is, on Valkey's port."""
     return (host, PORT)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tls:
+    """Reach the server over TLS, and trust the certificate ``ca`` signed."""
+
+    ca: str
+    """PEM."""
+
+
+Transport = Tls | None
+"""How to reach a server: over TLS, or ``None``: plaintext."""
+PLAINTEXT: Final[tuple[Transport, ...]] = (None,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,34 +97,47 @@ class Client(Commands, Protocol):
 
 @contextlib.contextmanager
 def authenticated(
-    address: Address, passwords: Sequence[str], timeout: float
+    address: Address,
+    passwords: Sequence[str],
+    timeout: float,
+    transports: Sequence[Transport] = PLAINTEXT,
 ) -> Generator[Client | NoConnection, None, None]:
     """A connection to ``address`` authenticated with the first accepted password.
+
+    ``transports`` are tried in order until one connects: while TLS is being
+    turned on or off, first what the running server was started with, then
+    what it is about to speak (a plaintext server answers a TLS handshake
+    only when the timeout ends it, so the likely one goes first).
 
     Yields the client, or a :class:`NoConnection` saying why there is none
     (``not-running``, ``auth-refused``); closes the client on exit.
     """
     import valkey.exceptions  # noqa: PLC0415
 
-    for password in dict.fromkeys(passwords):
-        try:
-            # Connects and sends AUTH now (one connection, nothing else: no
-            # PING), so that a refused password is told apart here.
-            client = _client(address, password, timeout)
-        except valkey.exceptions.AuthenticationError:
-            continue
-        except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
-            yield NoConnection('not-running', _connection_reason(address, e))
+    unreachable: list[str] = []
+    for transport in dict.fromkeys(transports):
+        for password in dict.fromkeys(passwords):
+            try:
+                # Connects and sends AUTH now (one connection, nothing else: no
+                # PING), so that a refused password is told apart here.
+                client = _client(address, password, timeout, transport)
+            except valkey.exceptions.AuthenticationError:
+                continue
+            except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
+                unreachable.append(_connection_reason(address, e, transport))
+                break  # this transport does not reach it: another password will not help
+            try:
+                yield client
+            finally:
+                client.close()
             return
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    yield NoConnection('auth-refused', 'the server refused every password it was given')
+        else:
+            yield NoConnection('auth-refused', 'the server refused every password it was given')
+            return
+    yield NoConnection('not-running', '; '.join(unreachable))
 
 
-def _client(address: Address, password: str, timeout: float) -> Client:
+def _client(address: Address, password: str, timeout: float, transport: Transport) -> Client:
     import valkey  # noqa: PLC0415
     from valkey.backoff import NoBackoff  # noqa: PLC0415
     from valkey.retry import Retry  # noqa: PLC0415
@@ -113,6 +146,14 @@ def _client(address: Address, password: str, timeout: float) -> Client:
     # No CLIENT SETINFO after AUTH: two round trips fewer per connection
     # (valkey-py accepts None here; its annotations say str).
     no_setinfo: dict[str, typing.Any] = {'lib_name': None, 'lib_version': None}
+    tls: dict[str, typing.Any] = {}
+    if transport is not None:
+        tls = {
+            'ssl': True,
+            'ssl_cert_reqs': 'required',  # the chain must lead to the unit's CA
+            'ssl_ca_data': transport.ca,
+            'ssl_check_hostname': not _is_loopback(host),
+        }
     client = valkey.Valkey(
         host=host,
         port=port,
@@ -125,13 +166,22 @@ def _client(address: Address, password: str, timeout: float) -> Client:
         single_connection_client=True,
         retry=Retry(NoBackoff(), 0),
         **no_setinfo,
+        **tls,
     )
     return typing.cast('Client', client)
 
 
-def _connection_reason(address: Address, error: Exception) -> str:
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == 'localhost'
+
+
+def _connection_reason(address: Address, error: Exception, transport: Transport) -> str:
     kind = 'timed out' if 'timeout' in type(error).__name__.lower() else 'refused'
-    return f'no answer from {address[0]}:{address[1]} (connection {kind})'
+    over = ' over TLS' if transport is not None else ''
+    return f'no answer from {address[0]}:{address[1]}{over} (connection {kind})'
 
 
 def pairs(reply: object) -> dict[str, str]:

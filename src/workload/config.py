@@ -11,6 +11,7 @@ says *how* it is written down.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from pathlib import Path
 from typing import Final
@@ -22,6 +23,9 @@ PORT: Final = 6379
 # outside the data volume, so the password is never in a storage snapshot.
 CONFIG_PATH: Final = '/run/valkey/valkey.conf'
 DATA_DIR: Final = '/var/lib/valkey'
+# Beside the config file, outside the data volume: a private key is never in a
+# storage snapshot, and a new pod starts without any (the charm writes them again).
+TLS_DIR: Final = '/run/valkey/tls'
 MIN_REPLICAS_MAX_LAG: Final = 10
 """Seconds since a replica's last acknowledgement for it to count as in sync.
 
@@ -133,6 +137,45 @@ User = AclUser | MetricsUser
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class TlsMaterial:
+    """What a unit serves over TLS: its certificate (and intermediates), the CA, its key.
+
+    Each certificate gets a directory of its own under :data:`TLS_DIR`, named
+    after the certificate and the CA (never the key): a renewal changes the
+    paths in the file, so the file changes, and the running server loads the
+    new files with one ``CONFIG SET`` of them.
+    """
+
+    certificate_chain: str
+    """PEM: the unit's certificate first, then each intermediate up to the CA."""
+    ca: str
+    """PEM: the CA that signed the chain; clients, replicas and the charm verify with it."""
+    private_key: str = dataclasses.field(repr=False)
+    """PEM: the unit's private key: never logged, never in the Pebble plan."""
+
+    @property
+    def directory(self) -> str:
+        """``TLS_DIR/<16 hex digits of the SHA-256 of the certificate chain and CA>``."""
+        digest = hashlib.sha256(f'{self.certificate_chain}\n{self.ca}'.encode()).hexdigest()
+        return f'{TLS_DIR}/{digest[:16]}'
+
+    @property
+    def cert_file(self) -> str:
+        """The path of ``cert.pem`` in the directory."""
+        return f'{self.directory}/cert.pem'
+
+    @property
+    def key_file(self) -> str:
+        """The path of ``key.pem`` in the directory."""
+        return f'{self.directory}/key.pem'
+
+    @property
+    def ca_file(self) -> str:
+        """The path of ``ca.pem`` in the directory."""
+        return f'{self.directory}/ca.pem'
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ValkeySettings:
     """Everything one unit's config file depends on."""
 
@@ -153,6 +196,13 @@ class ValkeySettings:
     In a handover the old primary is told to replicate from the new one by
     this name (:mod:`workload.handover` checks the new leader announces it).
     ``None`` leaves the line out (Valkey then lists the pod IP).
+    """
+    tls: TlsMaterial | None = None
+    """What to serve over TLS, or ``None``: plaintext only.
+
+    With TLS, the port speaks TLS only (``port 0``, ``tls-port 6379``): a
+    client that sends plaintext is refused, and the port number, the
+    ``<app>-primary`` Service and the ``replicaof`` lines stay the same.
     """
     min_replicas_to_write: int = 0
     """How many replicas a primary needs in sync (``min-replicas-to-write``) to take a write.
@@ -245,6 +295,21 @@ def requirepass_from_config(text: str) -> str | None:
     return found
 
 
+def tls_ca_file_from_config(text: str) -> str | None:
+    """The CA file a rendered ``valkey.conf`` serves TLS with, or ``None``: plaintext.
+
+    The file the charm is about to replace says how the running server speaks:
+    the charm's own connection to it uses that first (a TLS client waits for
+    a plaintext server's answer until it times out).
+    """
+    found: str | None = None
+    for line in text.splitlines():
+        name, _, value = line.strip().partition(' ')
+        if name.lower() == 'tls-ca-cert-file':
+            found = value.strip() or None
+    return found
+
+
 def render_config(settings: ValkeySettings, templates_dir: Path) -> str:
     """Render ``valkey.conf`` for one unit from the jinja2 template."""
     # Imported here, not at the top: Juju starts a new Python process for every
@@ -275,6 +340,7 @@ def render_config(settings: ValkeySettings, templates_dir: Path) -> str:
         maxmemory_policy=settings.maxmemory_policy,
         users=settings.users,
         announce_host=settings.announce_host,
+        tls=settings.tls,
         min_replicas_to_write=settings.min_replicas_to_write,
         min_replicas_max_lag=MIN_REPLICAS_MAX_LAG,
     )

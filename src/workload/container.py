@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -24,12 +25,16 @@ from ops import pebble
 from workload.config import (
     CONFIG_PATH,
     PORT,
+    TLS_DIR,
+    TlsMaterial,
     ValkeySettings,
     render_config,
     requirepass_from_config,
+    tls_ca_file_from_config,
 )
 
 if TYPE_CHECKING:
+    from workload.client import Transport
     from workload.live import LiveResult
 
 logger = logging.getLogger(__name__)
@@ -91,6 +96,8 @@ def _apply(
     """Bring the container, and the server running in it, in line with ``config_text``."""
     previous = _pull(container)
     pushed = previous != config_text
+    if settings.tls is not None:
+        _install_tls(container, settings.tls)  # before the file that names them
     if pushed:
         _push(container, config_text)
         role = f'replica of {settings.primary_address}' if settings.primary_address else 'primary'
@@ -112,11 +119,17 @@ def _apply(
     elif pushed or recheck:
         # The server runs an older file (or may have been changed live by a
         # previous leader): change it live; restart only if that fails.
-        result = apply_to_running_server(settings, previous, config_text, may_promote)
+        transports = _transports(container, settings.tls, previous)
+        result = apply_to_running_server(
+            settings, previous, config_text, transports, may_promote=may_promote
+        )
         if result.restart_needed:
             logger.info('Restarting Valkey: %s', result.reason)
             container.restart(SERVICE)
         waiting = result.waiting
+    if pushed:
+        # The server runs the new file now: the certificates no file names go.
+        _remove_tls_files(container, keep=settings.tls)
     # A new plan means a new container (a new image, so maybe a new Valkey)
     # or a new charm revision: the only times the version can change.
     version = _read_version(container) if new_plan else None
@@ -124,7 +137,11 @@ def _apply(
 
 
 def apply_to_running_server(
-    settings: ValkeySettings, previous: str | None, config_text: str, may_promote: bool = False
+    settings: ValkeySettings,
+    previous: str | None,
+    config_text: str,
+    transports: Sequence[Transport] = (None,),
+    may_promote: bool = False,
 ) -> LiveResult:
     """Change the running server to ``settings`` live; the result says if it must restart."""
     # Imported here: only a hook that changes a running server pays for
@@ -139,11 +156,14 @@ def apply_to_running_server(
         passwords=passwords,
         address=client.LOCAL,
         resolve=client.same_host,
+        transports=transports,
         may_promote=may_promote,
     )
     if not result.restart_needed and _user_lines(previous) != _user_lines(config_text):
         # Valkey does not replicate users and reads `user` lines only at start.
-        users = live.apply_users(settings.users, passwords=passwords, address=client.LOCAL)
+        users = live.apply_users(
+            settings.users, passwords=passwords, address=client.LOCAL, transports=transports
+        )
         result = dataclasses.replace(users, waiting=result.waiting)
     if not result.restart_needed and result.changes:
         logger.info('Applied live, no restart: %s', ', '.join(result.changes))
@@ -258,3 +278,94 @@ def _push(container: ops.Container, desired: str) -> None:
         # Created by Pebble, which runs as the workload user: owned by it.
         permissions=0o600,
     )
+
+
+# -- TLS files: each certificate in a directory of its own, named after it.
+
+
+def _install_tls(container: ops.Container, tls: TlsMaterial) -> None:
+    """Write the certificate, CA and key where the file will name them (once)."""
+    if container.exists(tls.key_file):
+        return  # written last: the directory is complete
+    # Public: the certificate and the CA. Pushed before the key, each atomically.
+    container.push(tls.cert_file, tls.certificate_chain, make_dirs=True, permissions=0o644)
+    container.push(tls.ca_file, tls.ca, make_dirs=True, permissions=0o644)
+    # Private: only the workload user (Pebble's own user, so the file's owner) reads it.
+    container.push(tls.key_file, tls.private_key, make_dirs=True, permissions=0o600)
+    logger.info('Wrote a new certificate to %s', tls.directory)
+
+
+def _remove_tls_files(container: ops.Container, *, keep: TlsMaterial | None) -> None:
+    """Remove every certificate directory but ``keep``'s (all of them when TLS is off)."""
+    try:
+        entries = container.list_files(TLS_DIR)
+    except pebble.APIError as e:
+        if e.code == 404:
+            return  # never had TLS
+        raise
+    for entry in entries:
+        if keep is None or entry.path != keep.directory:
+            container.remove_path(entry.path, recursive=True)
+            logger.info('Removed the certificate in %s: the file no longer names it', entry.path)
+
+
+def installed_tls(container: ops.Container) -> TlsMaterial | None:
+    """What the file in the container serves over TLS now, or ``None``: plaintext or no file.
+
+    When a new certificate cannot be used, the unit keeps serving this one.
+    """
+    config_text = _pull(container)
+    ca_file = tls_ca_file_from_config(config_text) if config_text else None
+    if ca_file is None or not ca_file.startswith(f'{TLS_DIR}/'):
+        return None
+    directory = ca_file.rsplit('/', 1)[0]
+    try:
+        material = TlsMaterial(
+            certificate_chain=_read(container, f'{directory}/cert.pem'),
+            ca=_read(container, f'{directory}/ca.pem'),
+            private_key=_read(container, f'{directory}/key.pem'),
+        )
+    except pebble.PathError:
+        return None
+    # Only the same files name the same directory: anything else is not ours to keep.
+    return material if material.directory == directory else None
+
+
+def transports(container: ops.Container, tls: TlsMaterial | None) -> list[Transport]:
+    """How to reach this unit's server, and the others': as its file says, then as ``tls`` says.
+
+    The leader reads and changes the other units' servers with these too: with
+    TLS on, their port speaks TLS only, and every unit's certificate comes from
+    the same provider, so this unit's CA checks theirs. While this unit's own
+    server turns TLS on or off, both are tried. Never plaintext after a failed
+    TLS attempt otherwise: that would send the password unencrypted.
+    """
+    from workload import client  # noqa: PLC0415
+
+    desired = client.Tls(tls.ca) if tls is not None else None
+    try:
+        previous = _pull(container) if container.can_connect() else None
+        return _transports(container, tls, previous)
+    except pebble.Error:
+        return [desired]  # the file is not known: what this hook serves is the best guess
+
+
+def _transports(
+    container: ops.Container, tls: TlsMaterial | None, previous: str | None
+) -> list[Transport]:
+    """How to reach the running server: as its file said (first), then as the new one says."""
+    from workload import client  # noqa: PLC0415
+
+    desired = client.Tls(tls.ca) if tls is not None else None
+    running: Transport = None
+    if ca_file := tls_ca_file_from_config(previous) if previous else None:
+        try:
+            running = client.Tls(_read(container, ca_file))
+        except pebble.PathError:
+            running = desired  # gone: the new CA is the best guess
+    return [running, desired]
+
+
+def _read(container: ops.Container, path: str) -> str:
+    with container.pull(path) as file:
+        return file.read()

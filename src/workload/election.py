@@ -9,8 +9,9 @@ to ``INFO replication`` in this hook): no Juju, no network. The leader calls
 than another one that could take the role:
 
 * A server becomes primary only when a live primary handed over to it (it then
-  holds every write that primary acknowledged), or when no primary is alive and
-  it is at least as far along as every server that answered (the same
+  holds every write that primary acknowledged), or when no primary is alive,
+  most servers answered (:func:`quorum`), and it is at least as far along as
+  every server that answered (the same
   replication history, ``master_replid``, and an offset at least as large:
   https://valkey.io/topics/replication/, "How Valkey replication works").
 * While the leader's own server cannot take over (still in its first sync,
@@ -122,7 +123,7 @@ def choose(
         return Decision('keep', alive, reason)
     if primaries:
         return _from_live_primary(leader, primaries[0], servers)
-    return _without_primary(leader, answered, published)
+    return _without_primary(leader, answered, published, len(servers))
 
 
 _GONE = ServerState(unit='', answered=False, why_not='not a unit of this application')
@@ -187,10 +188,24 @@ def _one_of_two(leader: str, primaries: list[ServerState], published: str | None
     return Decision('keep', keeper, reason, demote=others)
 
 
-def _without_primary(leader: str, answered: list[ServerState], published: str | None) -> Decision:
-    """No primary is alive: promote a server that holds at least what every other one holds."""
+def _without_primary(
+    leader: str, answered: list[ServerState], published: str | None, units: int
+) -> Decision:
+    """No primary is alive: promote a server that holds at least what every other one holds.
+
+    Only when most servers answered: those that did not may hold newer writes,
+    or follow a primary the leader cannot see (a partition, or TLS turned on
+    while the leader has no certificate yet).
+    """
     if not answered:
         return Decision('wait', None, 'no server answers')
+    if len(answered) < quorum(units):
+        return Decision(
+            'wait',
+            None,
+            f'no primary answers, and only {len(answered)} of {units} servers do: '
+            'the others may have newer writes',
+        )
     ready = [s for s in answered if not s.syncing]
     best = [s for s in ready if all(at_least_as_far(s, other) for other in answered)]
     if not best:
@@ -212,6 +227,17 @@ def _without_primary(leader: str, answered: list[ServerState], published: str | 
         chosen = max(best, key=lambda s: (s.offset, s.unit)).unit
     reason = '' if chosen == leader else _why_not_leader(leader, answered, chosen)
     return Decision('promote', chosen, reason)
+
+
+def quorum(units: int) -> int:
+    """How many servers must answer before one is promoted with no primary alive.
+
+    A majority, so that the servers that did not answer cannot hold a primary
+    with replicas of its own. Two units cannot have a majority without both:
+    there one suffices, and ``min-replicas-to-write`` bounds what a primary cut
+    off from its only replica accepts.
+    """
+    return units // 2 + 1 if units > 2 else 1
 
 
 def _why_not_leader(leader: str, answered: Iterable[ServerState], chosen: str) -> str:

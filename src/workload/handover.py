@@ -56,6 +56,7 @@ def hand_over(
     local: client.Address = client.LOCAL,
     timeout_ms: int = HANDOVER_TIMEOUT_MS,
     connect_timeout: float = client.PEER_CONNECT_TIMEOUT,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> HandoverResult:
     """Ask the old primary to hand the primary role over to this unit's server.
 
@@ -83,6 +84,8 @@ def hand_over(
             unit catches up.
         connect_timeout: how long the old primary has to answer at all; past
             it the result is ``unreachable`` and nothing changed.
+        transports: how to reach the servers, in order (TLS with the unit's CA,
+            or plaintext): what this unit's server was started with first.
     """
     import valkey.exceptions  # noqa: PLC0415
 
@@ -92,14 +95,14 @@ def hand_over(
         return HandoverResult(status, client.scrub(reason, passwords), time.monotonic() - start)
 
     try:
-        with client.authenticated(local, passwords, client.TIMEOUT) as mine:
+        with client.authenticated(local, passwords, client.TIMEOUT, transports) as mine:
             if isinstance(mine, client.NoConnection):
                 return done('refused', f"this unit's server: {mine.reason}")
             if client.info(mine.execute_command('INFO', 'replication')).get('role') == 'master':
                 return done('already-primary')
             address = old_primary
             for _ in range(MAX_HOPS):
-                with client.authenticated(address, passwords, connect_timeout) as old:
+                with client.authenticated(address, passwords, connect_timeout, transports) as old:
                     if isinstance(old, client.NoConnection):
                         if old.status == 'auth-refused':
                             return done('auth-refused', 'the old primary refused the password')
@@ -116,6 +119,21 @@ def hand_over(
         return done('refused', f'a server refused: {e}')
     except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
         return done('unreachable', f'a server stopped answering ({type(e).__name__})')
+
+
+def _announces(mine: client.Client, target: client.Address) -> bool:
+    """Whether ``target`` is how this unit's server announces itself.
+
+    Its ``replica-announce-ip``, and the port it listens on: ``tls-port``
+    while TLS is on (``port`` is then 0).
+    """
+    announced = client.pairs(
+        mine.execute_command('CONFIG', 'GET', 'replica-announce-ip', 'port', 'tls-port')
+    )
+    listening = announced.get('port')
+    if listening == '0':
+        listening = announced.get('tls-port')
+    return (announced.get('replica-announce-ip'), listening) == (target[0], str(target[1]))
 
 
 def _pause_and_swap(
@@ -148,11 +166,9 @@ def _pause_and_swap(
     """
     import valkey.exceptions  # noqa: PLC0415
 
-    # The old primary will replicate from ``target``: it must be this unit's
-    # server, as it announces itself (its replica-announce-ip and port).
-    announced = client.pairs(mine.execute_command('CONFIG', 'GET', 'replica-announce-ip', 'port'))
-    host, port = target[0], str(target[1])
-    if (announced.get('replica-announce-ip'), announced.get('port')) != (host, port):
+    # The old primary will replicate from ``target``: it must be this unit's server.
+    if not _announces(mine, target):
+        host, port = target
         return 'refused', f'{host}:{port} is not this unit: not a replica to hand over to'
     deadline = time.monotonic() + timeout_ms / 1000 * 0.8  # well inside the pause
     try:

@@ -42,6 +42,16 @@ LIVE_OPTIONS: Final = (
     'replica-announce-ip',
     'min-replicas-to-write',
     'min-replicas-max-lag',
+    # TLS: the files first (setting them loads and checks them, so a refused
+    # certificate changes nothing), then the listening port, released before
+    # it is taken again (see _ports_in_order).
+    'tls-cert-file',
+    'tls-key-file',
+    'tls-ca-cert-file',
+    'tls-auth-clients',
+    'tls-replication',
+    'port',
+    'tls-port',
 )
 """The settings of the file that Valkey can change at run time, all applied live."""
 _SECRET_OPTIONS: Final = frozenset({'masterauth', 'requirepass'})
@@ -78,8 +88,9 @@ class Plan:
     """``CONFIG SET`` pairs, in ``LIVE_OPTIONS`` order (the password among them: not in repr)."""
     role: tuple[str, ...] | None
     """``('NO', 'ONE')`` or ``(host, port)`` for ``REPLICAOF``, or ``None``: no role change."""
-    reannounce: bool
-    """Drop the link to the primary once, so that the replica announces its new name."""
+    reconnect: bool
+    """Drop the link to the primary once, so that the replica reconnects: to announce
+    its new name, or to speak TLS (or plaintext) to its primary from now on."""
 
     @property
     def changes(self) -> tuple[str, ...]:
@@ -88,9 +99,28 @@ class Plan:
         return (*self.config, *role)
 
 
-def desired_options(settings: ValkeySettings, resolve: Resolve) -> dict[str, str]:
-    """What ``CONFIG GET`` answers on a server started from the file of ``settings``."""
+def desired_options(
+    settings: ValkeySettings, resolve: Resolve, port: int = client.PORT
+) -> dict[str, str]:
+    """What ``CONFIG GET`` answers on a server started from the file of ``settings``.
+
+    ``port`` is the port the charm reaches the server on: it stays the
+    listening port, and speaks TLS or plaintext as ``settings.tls`` says.
+    """
     announce = resolve(settings.announce_host)[0] if settings.announce_host else ''
+    if settings.tls is not None:
+        tls = {
+            'tls-cert-file': settings.tls.cert_file,
+            'tls-key-file': settings.tls.key_file,
+            'tls-ca-cert-file': settings.tls.ca_file,
+            'tls-auth-clients': 'no',
+            'tls-replication': 'yes',
+            'port': '0',
+            'tls-port': str(port),
+        }
+    else:
+        # The file names no TLS files: the running server's are left as they are.
+        tls = {'tls-replication': 'no', 'port': str(port), 'tls-port': '0'}
     return {
         'masterauth': settings.password,
         'requirepass': settings.password,
@@ -99,6 +129,7 @@ def desired_options(settings: ValkeySettings, resolve: Resolve) -> dict[str, str
         'maxmemory': str(maxmemory_bytes(settings.maxmemory or '0')),
         'maxmemory-policy': settings.maxmemory_policy,
         'replica-announce-ip': announce,
+        **tls,
         'min-replicas-to-write': str(settings.min_replicas_to_write),
         'min-replicas-max-lag': str(MIN_REPLICAS_MAX_LAG),
     }
@@ -109,6 +140,7 @@ def plan(
     current: Mapping[str, str],
     replication: Mapping[str, object],
     resolve: Resolve = same_host,
+    port: int = client.PORT,
 ) -> Plan:
     """Only the differences between the running server and ``settings``.
 
@@ -117,16 +149,23 @@ def plan(
         current: ``CONFIG GET`` of ``LIVE_OPTIONS`` on the running server.
         replication: its ``INFO replication``.
         resolve: maps the primary's stable DNS name to the address to replicate from.
+        port: the port the server is reached on (see :func:`desired_options`).
     """
-    wanted = desired_options(settings, resolve)
+    wanted = desired_options(settings, resolve, port)
     # No announce_host: the file has no replica-announce-ip line, and the
-    # running server's is left as it is.
-    managed = [n for n in LIVE_OPTIONS if settings.announce_host or n != 'replica-announce-ip']
-    config = {
-        name: wanted[name]
-        for name in managed
-        if not hmac.compare_digest(current.get(name, '').encode(), wanted[name].encode())
-    }
+    # running server's is left as it is. Likewise the TLS files without TLS.
+    managed = [
+        name
+        for name in LIVE_OPTIONS
+        if name in wanted and (settings.announce_host or name != 'replica-announce-ip')
+    ]
+    config = _ports_in_order(
+        {
+            name: wanted[name]
+            for name in managed
+            if not hmac.compare_digest(current.get(name, '').encode(), wanted[name].encode())
+        }
+    )
     role: tuple[str, ...] | None = None
     is_primary = replication.get('role') == 'master'
     if settings.primary_address is None:
@@ -141,10 +180,24 @@ def plan(
         )
         if not following:
             role = (host, str(port))
-    # A connected replica told its primary its old name; it tells the new one
-    # only when it connects again. A new REPLICAOF connects anyway.
-    reannounce = 'replica-announce-ip' in config and role is None and not is_primary
-    return Plan(config=config, role=role, reannounce=reannounce)
+    # A connected replica told its primary its old name, and speaks what it
+    # spoke when it connected; it changes both only when it connects again.
+    # A new REPLICAOF connects anyway.
+    relink = {'replica-announce-ip', 'tls-replication'} & config.keys()
+    reconnect = bool(relink) and role is None and not is_primary
+    return Plan(config=config, role=role, reconnect=reconnect)
+
+
+def _ports_in_order(config: dict[str, str]) -> dict[str, str]:
+    """The pairs with the port being released (set to 0) before the one taking its number.
+
+    Valkey applies the pairs of one ``CONFIG SET`` in order, and binds a
+    listener as it applies it: ``tls-port 6379`` before ``port 0`` finds the
+    port still taken and fails (then restores every pair: nothing changes).
+    """
+    ports = [name for name in ('port', 'tls-port') if name in config]
+    ports.sort(key=lambda name: config[name] != '0')
+    return {**{n: v for n, v in config.items() if n not in ports}, **{n: config[n] for n in ports}}
 
 
 def apply_live(
@@ -154,6 +207,7 @@ def apply_live(
     address: Address = client.LOCAL,
     resolve: Resolve = same_host,
     timeout: float = client.TIMEOUT,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
     may_promote: bool = False,
 ) -> LiveResult:
     """Bring the running server at ``address`` to ``settings``, without a restart.
@@ -208,7 +262,7 @@ def apply_live(
     import valkey.exceptions  # noqa: PLC0415 - lazy: see the module docstring
 
     try:
-        with client.authenticated(address, passwords, timeout) as connected:
+        with client.authenticated(address, passwords, timeout, transports) as connected:
             if isinstance(connected, client.NoConnection):
                 return LiveResult(connected.status, reason=connected.reason)
             pipe = connected.pipeline(transaction=False)
@@ -216,8 +270,9 @@ def apply_live(
             pipe.execute_command('INFO', 'replication')
             config_reply, info_reply = pipe.execute()
             replication = client.info(info_reply)
-            todo = plan(settings, client.pairs(config_reply), replication, resolve)
-            waiting = _role_held_back(todo, may_promote, passwords)
+            current = client.pairs(config_reply)
+            todo = plan(settings, current, replication, resolve, port=address[1])
+            waiting = _role_held_back(todo, may_promote, passwords, transports)
             if waiting:
                 todo = dataclasses.replace(todo, role=None)
             if not todo.changes:
@@ -230,25 +285,39 @@ def apply_live(
         return LiveResult('refused', reason=f'the server stopped answering ({type(e).__name__})')
 
 
-def _role_held_back(todo: Plan, may_promote: bool, passwords: Sequence[str]) -> str:
+def _role_held_back(
+    todo: Plan,
+    may_promote: bool,
+    passwords: Sequence[str],
+    transports: Sequence[client.Transport],
+) -> str:
     """Why the role change ``todo`` plans must wait, or ``''``."""
     if todo.role is None:
         return ''
     if todo.role == ('NO', 'ONE'):
         return '' if may_promote else 'only the leader promotes a server'
     host, port = todo.role[0], int(todo.role[1])
-    role = read_role((host, port), passwords, client.PEER_CONNECT_TIMEOUT)
+    role = read_role((host, port), passwords, client.PEER_CONNECT_TIMEOUT, transports)
     if role != 'master':
         return f'{host} is not a primary ({role})'
     return ''
 
 
-def read_role(address: Address, passwords: Sequence[str], timeout: float) -> str:
-    """``master`` or ``slave``, or why the server at ``address`` did not say."""
+def read_role(
+    address: Address,
+    passwords: Sequence[str],
+    timeout: float,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
+) -> str:
+    """``master`` or ``slave``, or why the server at ``address`` did not say.
+
+    ``transports``: as for this unit's own server. While TLS is on the other
+    unit's port speaks TLS only: a plaintext attempt would read it as not running.
+    """
     import valkey.exceptions  # noqa: PLC0415 - lazy: see the module docstring
 
     try:
-        with client.authenticated(address, passwords, timeout) as connected:
+        with client.authenticated(address, passwords, timeout, transports) as connected:
             if isinstance(connected, client.NoConnection):
                 return connected.status
             replication = client.info(connected.execute_command('INFO', 'replication'))
@@ -263,6 +332,7 @@ def apply_users(
     passwords: Sequence[str],
     address: Address = client.LOCAL,
     timeout: float = client.TIMEOUT,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> LiveResult:
     """Make the running server's client users exactly ``users``, without a restart.
 
@@ -275,7 +345,7 @@ def apply_users(
     import valkey.exceptions  # noqa: PLC0415 - lazy: see the module docstring
 
     try:
-        with client.authenticated(address, passwords, timeout) as connected:
+        with client.authenticated(address, passwords, timeout, transports) as connected:
             if isinstance(connected, client.NoConnection):
                 return LiveResult(connected.status, reason=connected.reason)
             names = typing.cast('list[object]', connected.execute_command('ACL', 'USERS'))
@@ -307,13 +377,13 @@ def _execute(connection: client.Client, todo: Plan, passwords: Sequence[str]) ->
         pipe.execute_command('CONFIG', 'SET', *(x for pair in todo.config.items() for x in pair))
     if todo.role is not None:
         pipe.execute_command('REPLICAOF', *todo.role)
-    if todo.reannounce:
+    if todo.reconnect:
         pipe.execute_command('CLIENT', 'KILL', 'TYPE', 'master')
     replies = pipe.execute(raise_on_error=False)
     commands = [
         *(['CONFIG SET ' + ' '.join(todo.config)] if todo.config else []),
         *([f'REPLICAOF {" ".join(todo.role)}'] if todo.role is not None else []),
-        *(['CLIENT KILL TYPE master'] if todo.reannounce else []),
+        *(['CLIENT KILL TYPE master'] if todo.reconnect else []),
     ]
     for command, reply in zip(commands, replies, strict=True):
         # Any error counts: a server still loading its dataset answers

@@ -60,6 +60,7 @@ def settle(
     resolve: Resolve,
     local: Address,
     before_change: Callable[[], None],
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> Chosen:
     """Make exactly one server, the one with the data, the primary; say which.
 
@@ -72,9 +73,17 @@ def settle(
         local: the leader's own server.
         before_change: raises if this unit no longer leads; called right
             before another unit's server is changed.
+        transports: how to reach every server, in order (TLS with this unit's
+            CA, or plaintext): a server that speaks TLS only must not be read
+            as one that does not answer.
     """
     servers = survey.survey(
-        units, this_unit=leader, passwords=passwords, resolve=resolve, local=local
+        units,
+        this_unit=leader,
+        passwords=passwords,
+        resolve=resolve,
+        local=local,
+        transports=transports,
     )
     decision = election.choose(leader, servers, published)
     primary = decision.primary
@@ -91,6 +100,7 @@ def settle(
             (host, str(port)),
             passwords=passwords,
             timeout=client.PEER_CONNECT_TIMEOUT,
+            transports=transports,
         )
         changed.append(f'{other} made a replica of {primary}' + (f': {why}' if why else ''))
     if decision.action == 'hand-over':
@@ -100,6 +110,7 @@ def settle(
             target=resolve(units[leader]),
             passwords=passwords,
             local=local,
+            transports=transports,
         )
         if handed_over.status in ('switched', 'already-primary'):
             return Chosen(leader, '', (*changed, f'{primary} handed over'))
@@ -112,6 +123,7 @@ def settle(
             ('NO', 'ONE'),
             passwords=passwords,
             timeout=client.PEER_CONNECT_TIMEOUT,
+            transports=transports,
         )
         if why:
             reason = f'could not promote {primary}: {why}'
@@ -134,6 +146,7 @@ def step_down(
     resolve: Resolve,
     local: Address,
     before_change: Callable[[], None],
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> Chosen:
     """Hand the primary role from the leader's server, about to go away, to the best replica.
 
@@ -145,7 +158,12 @@ def step_down(
     no replica could take over (the role stays; nothing changed).
     """
     servers = survey.survey(
-        units, this_unit=leader, passwords=passwords, resolve=resolve, local=local
+        units,
+        this_unit=leader,
+        passwords=passwords,
+        resolve=resolve,
+        local=local,
+        transports=transports,
     )
     target = election.successor(leader, servers)
     if target is None:
@@ -153,7 +171,11 @@ def step_down(
     before_change()
     reached = resolve(units[target])
     handed_over = handover.hand_over(
-        old_primary=local, target=reached, passwords=passwords, local=reached
+        old_primary=local,
+        target=reached,
+        passwords=passwords,
+        local=reached,
+        transports=transports,
     )
     if handed_over.status != 'switched':
         why = f'{target} did not take over ({handed_over.status}: {handed_over.reason})'
@@ -162,7 +184,11 @@ def step_down(
 
 
 def wait_for_sync(
-    local: Address, passwords: Sequence[str], *, seconds: float = CATCH_UP_SECONDS
+    local: Address,
+    passwords: Sequence[str],
+    *,
+    seconds: float = CATCH_UP_SECONDS,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> bool:
     """Wait until the server at ``local`` is a replica streaming from its primary.
 
@@ -173,7 +199,7 @@ def wait_for_sync(
 
     deadline = time.monotonic() + seconds
     try:
-        with client.authenticated(local, passwords, client.TIMEOUT) as connected:
+        with client.authenticated(local, passwords, client.TIMEOUT, transports) as connected:
             if isinstance(connected, client.NoConnection):
                 return False
             while True:

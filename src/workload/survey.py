@@ -10,6 +10,10 @@ slowly; asking each one question per round trip, one server after the other,
 would multiply that. What each answered becomes an :class:`election.ServerState`
 for :func:`workload.election.choose`; the leader then changes roles with :func:`set_role`.
 
+While TLS is on, every server's port speaks TLS only: each connection here uses
+it, and checks the certificate against this unit's CA. A plaintext one would read
+every server as not answering.
+
 The fields read are Valkey's (https://valkey.io/commands/info/): ``role``,
 ``master_host``/``master_port``, ``master_link_status``,
 ``master_last_io_seconds_ago``, ``master_sync_in_progress``,
@@ -35,6 +39,7 @@ def survey(
     resolve: Resolve,
     local: Address,
     timeout: float = client.PEER_CONNECT_TIMEOUT,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> dict[str, ServerState]:
     """Every unit's server as it answers now, by unit name.
 
@@ -45,13 +50,17 @@ def survey(
         resolve: maps a DNS name to the address Valkey replicates from.
         local: this unit's own server.
         timeout: how long a server has to connect and answer.
+        transports: how to reach every server, in order: while TLS is on,
+            each one's port speaks TLS only, checked against this unit's CA.
     """
     reached = {unit: local if unit == this_unit else resolve(name) for unit, name in units.items()}
     # A replica names its primary by the address it was told to replicate from.
     by_address = {resolve(name): unit for unit, name in units.items()}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(units))) as pool:
         answers = {
-            unit: pool.submit(_read, unit, address, passwords, timeout, by_address)
+            unit: pool.submit(
+                _read, unit, address, passwords, timeout, by_address, transports=transports
+            )
             for unit, address in reached.items()
         }
         return {unit: answer.result() for unit, answer in answers.items()}
@@ -63,11 +72,13 @@ def _read(
     passwords: Sequence[str],
     timeout: float,
     by_address: Mapping[Address, str],
+    *,
+    transports: Sequence[client.Transport],
 ) -> ServerState:
     import valkey.exceptions  # noqa: PLC0415 - lazy: most hooks never survey
 
     try:
-        with client.authenticated(address, passwords, timeout) as connected:
+        with client.authenticated(address, passwords, timeout, transports) as connected:
             if isinstance(connected, client.NoConnection):
                 auth = connected.status == 'auth-refused'
                 why = 'refused the password' if auth else connected.reason
@@ -108,16 +119,22 @@ def state_of(
 
 
 def set_role(
-    address: Address, role: tuple[str, ...], *, passwords: Sequence[str], timeout: float
+    address: Address,
+    role: tuple[str, ...],
+    *,
+    passwords: Sequence[str],
+    timeout: float,
+    transports: Sequence[client.Transport] = client.PLAINTEXT,
 ) -> str | None:
     """``REPLICAOF`` on another unit's server: ``('NO', 'ONE')`` or ``(host, port)``.
 
-    Returns ``None`` once done, or why it could not be done (never a password).
+    ``transports`` as for :func:`survey`. Returns ``None`` once done, or why it
+    could not be done (never a password).
     """
     import valkey.exceptions  # noqa: PLC0415
 
     try:
-        with client.authenticated(address, passwords, timeout) as connected:
+        with client.authenticated(address, passwords, timeout, transports) as connected:
             if isinstance(connected, client.NoConnection):
                 return connected.reason
             connected.execute_command('REPLICAOF', *role)

@@ -172,6 +172,25 @@ def test_the_client_interface_library_works_in_the_packed_charm(packed_charm: Pa
     assert result.stdout.strip() == 'e'
 
 
+def test_the_certificates_library_works_in_the_packed_charm(packed_charm: PackedCharm):
+    """charmlibs-interfaces-tls-certificates: makes a key and a CSR with the packed wheels.
+
+    Imported only in hooks where the certificates relation exists (``tls``);
+    warnings are errors here, as in the test suites.
+    """
+    result = packed_charm.run_python(
+        'import warnings\n'
+        'warnings.simplefilter("error")\n'
+        'import tls\n'
+        'from charmlibs.interfaces.tls_certificates import PrivateKey\n'
+        'key = PrivateKey.generate()\n'
+        'request = tls._request("valkey/0", ("valkey-primary",)).generate_csr(key)\n'
+        'print(sorted(request.sans_dns))\n'
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['valkey-primary']"
+
+
 def test_templates_render_from_the_charm_root(packed_charm: PackedCharm):
     """The config template is found under the charm directory, as the charm looks it up.
 

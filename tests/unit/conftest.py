@@ -43,6 +43,7 @@ HEAVY_MODULES = (
     'jinja2',
     'lightkube',
     'dpcharmlibs',
+    'charmlibs',  # the tls-certificates library
     'pydantic',
     'cryptography',
     # The charm's own machinery that only some hooks need:

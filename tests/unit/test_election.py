@@ -13,10 +13,12 @@ from workload.election import (
     ServerState,
     at_least_as_far,
     choose,
+    quorum,
     successor,
 )
 
 A, B, C = 'valkey-leader-k8s/0', 'valkey-leader-k8s/1', 'valkey-leader-k8s/2'
+D, E = 'valkey-leader-k8s/3', 'valkey-leader-k8s/4'
 
 
 def primary(unit: str, offset: int = 1000, history: str = 'h1') -> ServerState:
@@ -150,10 +152,37 @@ def test_without_a_primary_an_empty_syncing_leader_is_not_promoted():
 
 
 def test_without_a_primary_a_silent_leader_lets_the_best_replica_act():
-    servers = world(silent(A), silent(B), replica(C, A, 1000, link_up=False))
+    servers = world(
+        silent(A),
+        silent(B),
+        replica(C, A, 1000, link_up=False),
+        replica(D, A, 900, link_up=False),
+        replica(E, A, 900, link_up=False),
+    )
     decision = choose(B, servers, A)
     assert (decision.action, decision.primary) == ('promote', C)
     assert 'does not answer' in decision.reason
+
+
+def test_without_a_primary_nobody_is_promoted_unless_most_servers_answer():
+    # The silent ones may follow a primary the leader cannot see, or hold newer writes.
+    servers = world(silent(A), replica(B, A, 1000, link_up=False), silent(C))
+    decision = choose(B, servers, A)
+    assert decision == Decision(
+        'wait',
+        None,
+        'no primary answers, and only 1 of 3 servers do: the others may have newer writes',
+    )
+    assert choose(B, {**servers, C: replica(C, A, 900, link_up=False)}, A).action == 'promote'
+
+
+def test_of_two_units_the_one_that_answers_may_be_promoted():
+    # No majority exists without both: min-replicas-to-write bounds a cut-off primary instead.
+    assert choose(B, world(silent(A), replica(B, A, link_up=False)), A) == Decision('promote', B)
+
+
+def test_the_quorum_is_a_majority_from_three_units_on():
+    assert [quorum(units) for units in range(1, 7)] == [1, 1, 2, 3, 3, 4]
 
 
 def test_a_loop_of_replicas_is_broken_by_promoting_the_one_with_every_write():

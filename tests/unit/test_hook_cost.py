@@ -129,6 +129,34 @@ def test_the_probe_sees_the_interface_library_once_a_client_is_related() -> None
     assert {'dpcharmlibs', 'pydantic', 'cryptography'} <= set(imported)
 
 
+TLS_PROBE = textwrap.dedent("""
+    from ops import testing
+    from charm import ValkeyLeaderCharm
+    ctx = testing.Context(ValkeyLeaderCharm, unit_id=0)
+    relations = {testing.PeerRelation('valkey-peers', id=1)}
+    if sys.argv[1] == 'with-certificates':
+        relations.add(testing.Relation('certificates', id=9, remote_app_name='ca'))
+    leader = testing.State(
+        leader=True,
+        relations=relations,
+        containers={testing.Container('valkey', can_connect=False)},
+    )
+    for event in (ctx.on.update_status(), ctx.on.config_changed(), ctx.on.leader_elected()):
+        leader = ctx.run(event, leader)
+""")
+
+
+def test_a_deployment_without_tls_never_imports_the_certificates_library() -> None:
+    """Every unit reconciles its certificate on every event: without the relation, for free."""
+    imported = imported_after('import sys\n' + TLS_PROBE, 'without-certificates')
+    assert {'charmlibs', 'pydantic', 'cryptography'}.isdisjoint(imported)
+
+
+def test_the_probe_sees_the_certificates_library_once_the_relation_exists() -> None:
+    imported = imported_after('import sys\n' + TLS_PROBE, 'with-certificates')
+    assert {'charmlibs', 'pydantic', 'cryptography'} <= set(imported)
+
+
 COS_PROBE = textwrap.dedent("""
     import json
     from ops import testing

@@ -58,14 +58,14 @@ PRIMARY = {'role': 'master'}
 def test_a_server_that_runs_the_file_needs_nothing() -> None:
     desired = settings()
     todo = live.plan(desired, running(desired), FOLLOWING)
-    assert todo == live.Plan(config={}, role=None, reannounce=False)
+    assert todo == live.Plan(config={}, role=None, reconnect=False)
 
 
 def test_without_an_announced_name_the_servers_own_is_left_alone() -> None:
     desired = dataclasses.replace(settings(), announce_host=None)
     current = {**running(desired), 'replica-announce-ip': '10.1.2.3'}
     todo = live.plan(desired, current, FOLLOWING)
-    assert todo == live.Plan(config={}, role=None, reannounce=False)
+    assert todo == live.Plan(config={}, role=None, reconnect=False)
     assert todo.changes == ()
 
 
@@ -118,10 +118,10 @@ def test_a_connected_replica_that_announces_a_new_name_reconnects_once() -> None
     current = {**running(settings()), 'replica-announce-ip': ''}
     todo = live.plan(settings(), current, FOLLOWING)
     assert todo.config == {'replica-announce-ip': OWN_NAME}
-    assert todo.reannounce
+    assert todo.reconnect
     # A primary has no link to drop; a new REPLICAOF connects anyway.
-    assert not live.plan(settings(primary=None), current, PRIMARY).reannounce
-    assert not live.plan(settings(), current, PRIMARY).reannounce
+    assert not live.plan(settings(primary=None), current, PRIMARY).reconnect
+    assert not live.plan(settings(), current, PRIMARY).reconnect
 
 
 def test_only_failures_need_a_restart() -> None:
@@ -205,6 +205,8 @@ class FakeServer:
         self.refuse: dict[str, str | Exception] = {}
         self.sent: list[tuple[str | int, ...]] = []
         self.users = {'default'}
+        # The CA of the certificate it serves with: its port then speaks TLS only.
+        self.tls_ca: str | None = None
 
     def answer(self, *args: str | int) -> object:
         self.sent.append(args)
@@ -216,7 +218,7 @@ class FakeServer:
             if error is not None:
                 raise valkey.exceptions.ResponseError(error)
         if name == 'CONFIG' and args[1] == 'GET':
-            return [x for key in args[2:] for x in (key, self.config[str(key)])]
+            return [x for key in args[2:] for x in (key, self.config.get(str(key), ''))]
         if name == 'CONFIG':
             pairs = [str(x) for x in args[2:]]
             self.config |= dict(zip(pairs[::2], pairs[1::2], strict=True))
@@ -277,10 +279,17 @@ Servers = dict[client.Address, FakeServer]
 def servers(monkeypatch: pytest.MonkeyPatch) -> dict[client.Address, FakeServer]:
     known: dict[client.Address, FakeServer] = {}
 
-    def connect(address: client.Address, password: str, timeout: float) -> FakeClient:
+    def connect(
+        address: client.Address, password: str, timeout: float, transport: client.Transport
+    ) -> FakeClient:
         server = known.get(address)
         if server is None:
             raise valkey.exceptions.ConnectionError('Connection refused.')
+        if server.tls_ca is not None and transport != client.Tls(server.tls_ca):
+            # Plaintext on a TLS port, or a certificate the given CA did not sign.
+            raise valkey.exceptions.ConnectionError('Connection closed by server.')
+        if server.tls_ca is None and transport is not None:
+            raise valkey.exceptions.TimeoutError('Timeout reading from socket')  # no handshake
         if server.password != password:
             raise valkey.exceptions.AuthenticationError('invalid username-password pair')
         return FakeClient(server)
@@ -378,6 +387,19 @@ def test_a_server_follows_only_a_server_that_says_it_is_a_primary(servers: Serve
     target.refuse['INFO'] = valkey.exceptions.TimeoutError('slow')
     mine.replication = {'role': 'master'}
     assert live.apply_live(settings(), passwords=['pw']).waiting.endswith('(TimeoutError)')
+
+
+def test_over_tls_the_primary_to_follow_is_checked_over_tls(servers: Servers) -> None:
+    over_tls = [client.Tls('the CA')]
+    mine = servers[client.LOCAL] = FakeServer(settings(primary=None), role='master')
+    target = servers[(PRIMARY_NAME, 6379)] = FakeServer(settings(primary=None), role='master')
+    mine.tls_ca = target.tls_ca = 'the CA'
+
+    assert live.read_role((PRIMARY_NAME, 6379), ['pw'], 1.0, over_tls) == 'master'
+    assert live.read_role((PRIMARY_NAME, 6379), ['pw'], 1.0) == 'not-running', 'plaintext'
+    followed = live.apply_live(settings(), passwords=['pw'], transports=over_tls)
+    assert (followed.changes, followed.waiting) == (('role',), '')
+    assert mine.replication['master_host'] == PRIMARY_NAME
 
 
 def pause_hand_over(timeout_ms: int = 5000, target: str = OWN_NAME) -> handover.HandoverResult:

@@ -43,7 +43,12 @@ class Leadership:
             raise RuntimeError('no longer the leader')
 
 
-def settle(leader: str = B, published: str | None = A, lease: Leadership | None = None):
+def settle(
+    leader: str = B,
+    published: str | None = A,
+    lease: Leadership | None = None,
+    transports: list[client.Transport] | None = None,
+):
     return primary_choice.settle(
         leader=leader,
         units=UNITS,
@@ -52,6 +57,7 @@ def settle(leader: str = B, published: str | None = A, lease: Leadership | None 
         resolve=client.same_host,
         local=client.LOCAL,
         before_change=(lease or Leadership()).before_change,
+        transports=transports or client.PLAINTEXT,
     )
 
 
@@ -214,10 +220,72 @@ def test_nothing_is_changed_once_leadership_is_lost(servers: Servers, change: st
         assert [args for args in server.sent if args[0] != 'INFO'] == []
 
 
+# With TLS on, every server's port speaks TLS only, checked against the unit's CA.
+OVER_TLS: list[client.Transport] = [client.Tls('the CA')]
+
+
+def serve_tls(servers: Servers) -> None:
+    for server in servers.values():
+        server.tls_ca = 'the CA'
+
+
+def test_over_tls_the_survey_reads_every_server(servers: Servers) -> None:
+    world(servers, primary(), replica(PRIMARY_NAME, 100), replica(PRIMARY_NAME, 100))
+    serve_tls(servers)
+    found = survey.survey(
+        UNITS,
+        this_unit=B,
+        passwords=['pw'],
+        resolve=client.same_host,
+        local=client.LOCAL,
+        transports=OVER_TLS,
+    )
+    assert {unit: (s.answered, s.primary, s.follows) for unit, s in found.items()} == {
+        A: (True, True, None),
+        B: (True, False, A),
+        C: (True, False, A),
+    }
+    plaintext = survey.survey(
+        UNITS, this_unit=B, passwords=['pw'], resolve=client.same_host, local=client.LOCAL
+    )
+    assert [s.answered for s in plaintext.values()] == [False, False, False]
+
+
+# What each change leaves on the server it changed, once done.
+DONE = {
+    'hand-over': ((PRIMARY_NAME, 6379), 'master_host', OWN_NAME),
+    'promote': ((THIRD_NAME, 6379), 'role', 'master'),
+    'demote': ((THIRD_NAME, 6379), 'master_host', PRIMARY_NAME),
+}
+
+
+@pytest.mark.parametrize('change', CHANGES)
+def test_over_tls_the_leader_changes_the_other_units_servers(
+    servers: Servers, change: str
+) -> None:
+    world(servers, *CHANGES[change]())
+    serve_tls(servers)
+    assert settle(transports=OVER_TLS).changed != ()
+    address, field, value = DONE[change]
+    assert servers[address].replication[field] == value
+
+
+def test_over_tls_a_plaintext_leader_would_read_nobody_and_change_nothing(
+    servers: Servers,
+) -> None:
+    world(servers, *CHANGES['hand-over']())
+    serve_tls(servers)
+    assert settle() == primary_choice.Chosen(A, 'no server answers')
+    for server in servers.values():
+        assert server.sent == []
+
+
 # -- The leader's server about to go away: ``step_down``; and its return: ``wait_for_sync``.
 
 
-def step_down(lease: Leadership | None = None) -> primary_choice.Chosen:
+def step_down(
+    lease: Leadership | None = None, transports: list[client.Transport] | None = None
+) -> primary_choice.Chosen:
     return primary_choice.step_down(
         leader=B,
         units=UNITS,
@@ -225,6 +293,7 @@ def step_down(lease: Leadership | None = None) -> primary_choice.Chosen:
         resolve=client.same_host,
         local=client.LOCAL,
         before_change=(lease or Leadership()).before_change,
+        transports=transports or client.PLAINTEXT,
     )
 
 
@@ -275,3 +344,20 @@ def test_waiting_for_sync_ends_once_the_link_is_up_or_time_is_out(servers: Serve
     assert primary_choice.wait_for_sync(client.LOCAL, ['pw'])
     servers[client.LOCAL] = replica(PRIMARY_NAME, 100, link='down')
     assert not primary_choice.wait_for_sync(client.LOCAL, ['pw'], seconds=0.05)
+
+
+def test_over_tls_a_leader_about_to_go_hands_over_and_waits_for_its_return(
+    servers: Servers,
+) -> None:
+    world(
+        servers,
+        announcing(replica(OWN_NAME, 100), PRIMARY_NAME),
+        primary(100),
+        replica(OWN_NAME, 90),
+    )
+    serve_tls(servers)
+    assert step_down().unit == B, 'in plaintext it reads nobody'
+    assert step_down(transports=OVER_TLS).unit == A
+    servers[client.LOCAL] = replica(PRIMARY_NAME, 100)
+    serve_tls(servers)
+    assert primary_choice.wait_for_sync(client.LOCAL, ['pw'], transports=OVER_TLS)

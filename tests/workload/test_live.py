@@ -189,6 +189,8 @@ class Cluster:
 
 def observed(port: int, password: str) -> dict[str, object]:
     config = client.pairs(command(port, password, 'CONFIG', 'GET', *live.LIVE_OPTIONS))
+    # Each test server listens on a port of its own (the file says 6379 to all).
+    config.pop('port')
     replication = info(port, password, 'replication')
     return {
         'config': config,

