@@ -483,13 +483,17 @@ def test_a_second_leadership_change_during_a_switchover_ends_with_one_primary(
         for h in app.hooks
         if h.event == 'leader-elected' and h.unit == unit_name(then) and h.number > first.number
     )
-    assert second.handover is not None
-    # Unnoticed, Juju retries unit 1's failed hook, as a follower of the last
-    # published leader (unit 0): unit 1's server may follow unit 0's before the
-    # new leader's hook runs. Then no primary is left to hand over (a loop):
-    # the new leader promotes directly, with nothing to lose.
-    handed = second.handover.status == 'switched'
-    assert handed or second.handover.reason == 'no primary within 3 servers', second.handover
+    if second.handover is None:
+        # The new leader's server was not in sync yet (it resyncs after the first
+        # switch): it leaves the primary in charge, says so, and takes over later.
+        assert 'not the primary yet' in second.status.message, second.status
+    else:
+        # Unnoticed, Juju retries unit 1's failed hook, as a follower of the last
+        # published leader (unit 0): unit 1's server may follow unit 0's before the
+        # new leader's hook runs. Then no primary is left to hand over (a loop):
+        # the new leader promotes directly, with nothing to lose.
+        handed = second.handover.status == 'switched'
+        assert handed or second.handover.reason == 'no primary within 3 servers', second.handover
     assert client.lost == 0, 'two primaries took writes'
     assert app.leader() is app.units[then]
     assert mismatches(app) == []
